@@ -1,0 +1,1 @@
+"""Datasets, frame readers and the benchmark json formats."""

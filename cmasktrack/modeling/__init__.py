@@ -1,0 +1,1 @@
+"""The network: backbone + FPN, RPN, RoI heads, temporal calibration, track head."""
