@@ -1,0 +1,114 @@
+"""Per-object occlusion scores and the light / medium / heavy subsets.
+
+Two sources of an object's occlusion score, both in [0, 1]:
+
+* **official** (OVIS ``oviseval.py``): each frame's label no_occlusion / slight_occlusion /
+  severe_occlusion scores 0 / 0.25 / 0.75 (null frames skipped); the object's score is the mean
+  of its highest ``ceil(n / 2)`` frame scores.
+* **derived** (cmasktrack, for datasets without labels): per frame, the fraction of the
+  object's box covered by the union of the other objects' boxes in that frame (exact
+  rectangle-union area), averaged over the frames where the object is present.
+
+The subsets are the official ranges, both ends inclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..data.ytvis import OCCLUSION_LABELS, VISAnnotation, VISDataset
+
+__all__ = [
+    "OCCLUSION_RANGES",
+    "box_coverage",
+    "derived_occlusion_scores",
+    "official_occlusion_score",
+]
+
+#: name -> (low, high), both inclusive: the official OVIS ``occRng``.
+OCCLUSION_RANGES: Dict[str, Tuple[float, float]] = {
+    "light": (0.0, 0.25),
+    "medium": (0.25, 0.5),
+    "heavy": (0.5, 1.0),
+}
+
+
+def official_occlusion_score(labels: Sequence[Optional[str]]) -> float:
+    """The OVIS occlusion score of one object from its per-frame labels.
+
+    Mean of the highest ``ceil(n/2)`` of the ``n`` non-null frame scores, computed in the same
+    order as the official code (so the value is bit-identical).
+
+    Raises:
+        ValueError: no frame has a label, or a label is unknown.
+    """
+    scores = []
+    for label in labels:
+        if label is None:
+            continue
+        if label not in OCCLUSION_LABELS:
+            raise ValueError(f"unknown occlusion label {label!r}")
+        scores.append(OCCLUSION_LABELS[label])
+    if not scores:
+        raise ValueError("no frame has an occlusion label")
+    scores.sort()
+    top = scores[-math.ceil(len(scores) / 2):]
+    return sum(top) / len(top)
+
+
+def box_coverage(box: Sequence[float], others: Sequence[Sequence[float]]) -> float:
+    """Fraction of ``box`` (``[x, y, w, h]``) covered by the union of the ``others`` boxes.
+
+    Exact: the union is measured on the grid of all box edges. Returns 0 for an empty box.
+    """
+    x0, y0, w, h = (float(v) for v in box)
+    if w <= 0 or h <= 0:
+        return 0.0
+    x1, y1 = x0 + w, y0 + h
+    clipped = []
+    for ox, oy, ow, oh in others:
+        cx0, cy0 = max(float(ox), x0), max(float(oy), y0)
+        cx1, cy1 = min(float(ox) + float(ow), x1), min(float(oy) + float(oh), y1)
+        if cx1 > cx0 and cy1 > cy0:
+            clipped.append((cx0, cy0, cx1, cy1))
+    if not clipped:
+        return 0.0
+    xs = np.unique([x0, x1] + [c[0] for c in clipped] + [c[2] for c in clipped])
+    ys = np.unique([y0, y1] + [c[1] for c in clipped] + [c[3] for c in clipped])
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
+    for cx0, cy0, cx1, cy1 in clipped:
+        xa, xb = np.searchsorted(xs, [cx0, cx1])
+        ya, yb = np.searchsorted(ys, [cy0, cy1])
+        covered[ya:yb, xa:xb] = True
+    cell = np.outer(np.diff(ys), np.diff(xs))
+    return float(min(1.0, cell[covered].sum() / (w * h)))
+
+
+def derived_occlusion_scores(dataset: VISDataset) -> Dict[int, float]:
+    """Derived occlusion score of every ground-truth object, ``{annotation id: score}``.
+
+    In each frame where the object is present (non-null segmentation and a non-empty box),
+    the fraction of its box covered by the boxes of all other objects present in that frame
+    (any category, crowd regions included); averaged over those frames. Boxes are the file's
+    ``bboxes`` where given, else the mask's bounding box. An object never present scores 0.
+    """
+    scores: Dict[int, float] = {}
+    for video_id in dataset.video_ids:
+        anns: List[VISAnnotation] = dataset.video_annotations(video_id)
+        if not anns:
+            continue
+        length = dataset.videos[video_id].length
+        boxes = [[dataset.box(a, t) for t in range(length)] for a in anns]
+        for k, ann in enumerate(anns):
+            fractions = []
+            for t in range(length):
+                box = boxes[k][t]
+                if box is None or box[2] <= 0 or box[3] <= 0:
+                    continue
+                others = [boxes[o][t] for o in range(len(anns)) if o != k and boxes[o][t] is not None]
+                fractions.append(box_coverage(box, others))
+            scores[ann.id] = float(np.mean(fractions)) if fractions else 0.0
+    return scores
