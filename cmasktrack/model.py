@@ -1,0 +1,189 @@
+"""The user-facing model: ``CMaskTrack.from_pretrained(...)`` and ``model.track_video(...)``."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, Iterable, Optional, Union
+
+import torch
+
+from .checkpoint import CheckpointError, convert_official_state_dict, infer_config, load_official_state_dict
+from .config import CONFIG_NAME, WEIGHTS_NAME, CMaskTrackConfig
+from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
+from .results import VideoResult
+from .tracking import VideoTracker, track_frames
+
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".bin")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+class CMaskTrack(CMaskTrackRCNN):
+    """CMaskTrack R-CNN with loading, saving and video tracking.
+
+    >>> model = CMaskTrack.from_pretrained("path/or/hub-id")          # doctest: +SKIP
+    >>> result = model.track_video("frames/")                          # doctest: +SKIP
+    >>> result.to_ytvis(video_id=1)                                    # doctest: +SKIP
+    """
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: Union[str, os.PathLike],
+        device: Optional[Union[str, torch.device]] = None,
+        revision: Optional[str] = None,
+        dtype: torch.dtype = torch.float32,
+        **config_overrides: Any,
+    ) -> "CMaskTrack":
+        """Load a model from
+
+        - a local directory with ``config.json`` + ``model.safetensors`` (``save_pretrained``),
+        - an official mmdetection checkpoint file (``.pth`` with a ``state_dict``) of
+          CMaskTrack R-CNN (26 classes, OVIS) or MaskTrack R-CNN (41 classes, YouTube-VIS; it has
+          no calibration weights and runs without calibration),
+        - a Hugging Face hub repo id (``owner/name``), downloaded through ``huggingface_hub`` and
+          cached; ``HF_HUB_OFFLINE=1`` reads the cache only. ``revision`` picks a branch/tag/commit.
+
+        ``device`` defaults to CUDA when available. ``config_overrides`` change test-time
+        settings (e.g. ``score_threshold=0.1``, ``num_refs=2``). The model is in eval mode.
+        """
+        src = os.fspath(source)
+        if os.path.isdir(src):
+            model = cls._from_directory(src, dtype, config_overrides)
+        elif os.path.isfile(src):
+            if src.endswith(".safetensors"):
+                model = cls._from_directory(os.path.dirname(src) or ".", dtype, config_overrides)
+            else:
+                model = cls.from_official_checkpoint(src, dtype=dtype, **config_overrides)
+        elif not _HUB_ID.match(src) or src.endswith(OFFICIAL_SUFFIXES + (".safetensors", ".json")):
+            raise FileNotFoundError(f"no such model file or directory: {src}")
+        else:
+            model = cls._from_hub(src, revision, dtype, config_overrides)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return model.to(device).eval()
+
+    @classmethod
+    def _from_directory(cls, path: str, dtype: torch.dtype, overrides: Dict[str, Any]) -> "CMaskTrack":
+        cfg_path = os.path.join(path, CONFIG_NAME)
+        w_path = os.path.join(path, WEIGHTS_NAME)
+        for p in (cfg_path, w_path):
+            if not os.path.isfile(p):
+                raise FileNotFoundError(f"{path} is not a cmasktrack model directory: {os.path.basename(p)} is missing")
+        config = CMaskTrackConfig.load(cfg_path)
+        if overrides:
+            config = CMaskTrackConfig.from_dict({**config.to_dict(), **overrides})
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(w_path)
+        except Exception as e:
+            raise CheckpointError(f"{w_path} is not a readable safetensors file: {e}") from None
+        model = cls(config).to(dtype)
+        model.load_weights(state, source=w_path)
+        return model
+
+    @classmethod
+    def _from_hub(cls, repo_id: str, revision: Optional[str], dtype: torch.dtype,
+                  overrides: Dict[str, Any]) -> "CMaskTrack":
+        from huggingface_hub import hf_hub_download
+
+        try:
+            cfg = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
+            hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
+        except Exception as e:
+            raise OSError(
+                f"could not get model {repo_id!r} (revision {revision or 'main'}) from the Hugging Face hub or its "
+                f"cache: {type(e).__name__}: {e}. Pass a local directory or an official .pth file instead, or set "
+                "HF_HUB_OFFLINE=1 to use only the local cache."
+            ) from None
+        return cls._from_directory(os.path.dirname(cfg), dtype, overrides)
+
+    @classmethod
+    def from_official_checkpoint(cls, path: str, dtype: torch.dtype = torch.float32, **config_overrides: Any) -> "CMaskTrack":
+        """Build the model an official ``.pth`` describes and load its weights (see
+        :mod:`cmasktrack.checkpoint`)."""
+        sd = load_official_state_dict(path)
+        config = infer_config(sd, **config_overrides)
+        if "track_head.fcs.0.weight" not in sd:
+            raise CheckpointError(
+                f"{path} has no tracking head (track_head.fcs.*): it is a plain Mask R-CNN checkpoint, not a "
+                "(C)MaskTrack R-CNN one; use it to initialise training (cmasktrack.train) instead"
+            )
+        model = cls(config).to(dtype)
+        converted = convert_official_state_dict(sd, model.state_dict())
+        model.load_state_dict(converted, strict=True)
+        return model
+
+    def load_weights(self, state: Dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Strictly load a cmasktrack state dict (any float dtype; cast to the model's)."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or bad:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+            if unexpected:
+                parts.append(f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+            if bad:
+                parts.append(f"shape mismatch {bad[:10]}")
+            raise CheckpointError(f"{source} does not fit the model config: " + "; ".join(parts))
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+    def save_pretrained(self, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (created).
+        ``dtype=torch.float16`` halves the file (the weights are cast back on load)."""
+        from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        self.config.save(os.path.join(path, CONFIG_NAME))
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+                 for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(path, WEIGHTS_NAME), metadata={"format": "pt"})
+
+    # ------------------------------------------------------------------ inference
+    def new_tracker(self, *, num_refs: Optional[int] = None, causal: bool = False,
+                    score_threshold: Optional[float] = None, batch_refs: Optional[int] = None) -> VideoTracker:
+        """A fresh per-video streaming state (``push`` frames, then ``finish``)."""
+        return VideoTracker(self, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                            batch_refs=batch_refs)
+
+    @torch.no_grad()
+    def track_video(
+        self,
+        frames: Any,
+        *,
+        num_refs: Optional[int] = None,
+        causal: bool = False,
+        score_threshold: Optional[float] = None,
+        batch_refs: Optional[int] = None,
+        progress: bool = True,
+    ) -> VideoResult:
+        """Detect, segment and track the objects of one video.
+
+        ``frames``: a folder of frames (natural order; jpg/png/...), a list of paths, a list or
+        (T, H, W, 3) array of uint8 RGB frames, any iterable of them (streamed), or a video file
+        (needs PyAV: ``pip install cmasktrack[video]``).
+
+        ``num_refs`` (default: the config's, 5 for the official model) reference frames before
+        and, unless ``causal``, after each frame calibrate its features; 0 runs without
+        calibration (MaskTrack R-CNN). ``score_threshold`` overrides the detection threshold
+        (0.05). ``batch_refs`` caps how many references are calibrated at once (memory).
+        """
+        from .data.frames import read_frames
+
+        if self.training:
+            raise RuntimeError("track_video needs eval mode: call model.eval() first")
+        source = read_frames(frames)
+        total = None
+        try:
+            total = len(source)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        return track_frames(self, source, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                            batch_refs=batch_refs, progress=progress, total=total)

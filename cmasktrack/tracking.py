@@ -1,0 +1,284 @@
+"""Per-video inference state: the sliding window of frame features and the track memory.
+
+:class:`TrackMemory` is MaskTrack R-CNN's association (SPEC "Tracking"); :class:`VideoTracker`
+runs a :class:`~cmasktrack.modeling.cmasktrack_rcnn.CMaskTrackRCNN` over a stream of frames,
+computing each frame's backbone features once and keeping only the window the references need.
+Nothing of a video is stored on the model, so one model can serve several videos at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .modeling.boxes import box_iou
+from .modeling.cmasktrack_rcnn import CMaskTrackRCNN, FrameDetections
+from .results import FrameResult, VideoResult, encode_mask
+from .transforms import FrameMeta, mask_paste_boxes, paste_masks, preprocess_frame
+
+
+class TrackMemory:
+    """Known objects of one video: embedding, last box and first label of each track id.
+
+    Objects never expire. :meth:`assign` follows the official ``simple_test_bboxes``: every score
+    is computed against the memory as it was before the frame; detections are then taken in
+    output order; "new" ones are appended (id = memory size); when several detections pick the
+    same object, the one with the highest comprehensive score (ties: the earlier; and only
+    above -100, the official initial best) keeps the id and updates the stored box and
+    embedding — the label is not updated; the others get no id.
+    """
+
+    def __init__(self, match_coeff: Sequence[float] = (1.0, 2.0, 10.0)):
+        self.match_coeff = tuple(float(c) for c in match_coeff)
+        self.reset()
+
+    def reset(self) -> None:
+        self.embeds: Optional[torch.Tensor] = None
+        self.boxes: Optional[torch.Tensor] = None
+        self.labels: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return 0 if self.embeds is None else int(self.embeds.size(0))
+
+    def comprehensive_scores(self, det: FrameDetections, embeds: torch.Tensor, match_logits: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + M): log_softmax(match) + c0 log(score) + c1 IoU + c2 [same label]; the "new"
+        column has IoU 0 and label term 1."""
+        assert self.boxes is not None and self.labels is not None
+        ll = F.log_softmax(match_logits, dim=1)
+        n = ll.size(0)
+        ious = torch.cat([ll.new_zeros((n, 1)), box_iou(det.boxes, self.boxes)], dim=1)
+        same = (self.labels[None, :] == det.labels[:, None]).to(ll.dtype)
+        same = torch.cat([ll.new_ones((n, 1)), same], dim=1)
+        c0, c1, c2 = self.match_coeff
+        return ll + c0 * torch.log(det.scores[:, None]) + c1 * ious + c2 * same
+
+    def assign(self, det: FrameDetections, embeds: torch.Tensor, match_logits_fn) -> np.ndarray:
+        """Track ids (N,) for the detections of a frame, -1 for those dropped."""
+        n = len(det)
+        if n == 0:
+            return np.zeros((0,), dtype=np.int64)
+        if self.embeds is None:
+            self.embeds, self.boxes, self.labels = embeds.clone(), det.boxes.clone(), det.labels.clone()
+            return np.arange(n, dtype=np.int64)
+        comp = self.comprehensive_scores(det, embeds, match_logits_fn(embeds, self.embeds))
+        best_scores, match_ids = comp.max(dim=1)
+        num_old = len(self)
+        ids = np.full(n, -1, dtype=np.int64)
+        best = np.full(num_old, -100.0)
+        winner = np.full(num_old, -1, dtype=np.int64)
+        new_rows: List[int] = []
+        for i, m in enumerate(match_ids.tolist()):
+            if m == 0:
+                ids[i] = num_old + len(new_rows)
+                new_rows.append(i)
+            else:
+                score = float(best_scores[i])
+                if score > best[m - 1]:
+                    best[m - 1] = score
+                    if winner[m - 1] >= 0:
+                        ids[winner[m - 1]] = -1
+                    winner[m - 1] = i
+                    ids[i] = m - 1
+        upd = np.nonzero(winner >= 0)[0]
+        if upd.size:
+            src = torch.as_tensor(winner[upd], device=embeds.device)
+            dst = torch.as_tensor(upd, device=embeds.device)
+            self.embeds[dst] = embeds[src]
+            self.boxes[dst] = det.boxes[src]
+        if new_rows:
+            rows = torch.as_tensor(new_rows, device=embeds.device)
+            self.embeds = torch.cat([self.embeds, embeds[rows]])
+            self.boxes = torch.cat([self.boxes, det.boxes[rows]])
+            self.labels = torch.cat([self.labels, det.labels[rows]])
+        return ids
+
+
+@dataclass
+class _Entry:
+    index: int
+    name: str
+    feats: List[torch.Tensor]
+    meta: FrameMeta
+
+
+def reference_indices(t: int, num_frames: Optional[int], num_refs: int, causal: bool) -> List[int]:
+    """References of frame ``t``: frames within ``num_refs`` before (and, unless causal, after)
+    ``t`` that exist, ascending, ``t`` excluded. ``num_frames`` None = length not known yet."""
+    lo = max(0, t - num_refs)
+    hi = t if causal else t + num_refs
+    if num_frames is not None:
+        hi = min(hi, num_frames - 1)
+    return [j for j in range(lo, hi + 1) if j != t]
+
+
+class VideoTracker:
+    """Runs a model over one video, frame by frame, as a stream.
+
+    ``push(frame)`` takes the next frame and returns the frames whose results are ready (a
+    frame waits for its ``num_refs`` future references unless ``causal``); ``finish()`` flushes
+    the rest. Each frame's backbone features are computed once and kept only while a frame in
+    the window still needs them, so memory does not grow with the video's length.
+
+    ``num_refs`` = 0 runs the heads on plain features (MaskTrack R-CNN); with calibration and
+    ``num_refs`` > 0, a frame with no other frame in reach (a one-frame video, or the first
+    frame when ``causal``) is its own reference.
+    """
+
+    def __init__(
+        self,
+        model: CMaskTrackRCNN,
+        num_refs: Optional[int] = None,
+        causal: bool = False,
+        score_threshold: Optional[float] = None,
+        batch_refs: Optional[int] = None,
+    ):
+        if num_refs is not None and num_refs < 0:
+            raise ValueError(f"num_refs must be >= 0, got {num_refs}")
+        if batch_refs is not None and batch_refs < 1:
+            raise ValueError(f"batch_refs must be >= 1, got {batch_refs}")
+        self.model = model
+        self.config = model.config
+        self.num_refs = self.config.num_refs if num_refs is None else int(num_refs)
+        self.causal = causal
+        self.score_threshold = score_threshold
+        self.batch_refs = batch_refs
+        self.memory = TrackMemory(self.config.match_coeff)
+        self.window: Deque[_Entry] = deque()
+        self.next_to_process = 0
+        self.num_pushed = 0
+        self.frame_size: Optional[Tuple[int, int]] = None
+        self.results: List[FrameResult] = []
+
+    # ------------------------------------------------------------------ streaming API
+    @torch.no_grad()
+    def push(self, image: np.ndarray, name: Optional[str] = None) -> List[FrameResult]:
+        """Add the next frame (H, W, 3 uint8 RGB); returns the results that became ready."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8 RGB arrays, got {image.dtype} {image.shape}")
+        size = (int(image.shape[0]), int(image.shape[1]))
+        idx = self.num_pushed
+        label = name if name is not None else f"frame {idx}"
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            raise ValueError(
+                f"{label} is {size[1]}x{size[0]} but the video's first frame is "
+                f"{self.frame_size[1]}x{self.frame_size[0]}: all frames of a video must have the same size"
+            )
+        tensor, meta = preprocess_frame(
+            image, self.config.image_scale, self.config.pixel_mean, self.config.pixel_std, self.config.size_divisor
+        )
+        x = tensor.to(device=self.model.device, dtype=self.model.dtype)[None]
+        feats = self.model.extract_features(x)
+        self.window.append(_Entry(idx, label, feats, meta))
+        self.num_pushed += 1
+        ready = []
+        while self.next_to_process < self.num_pushed and (
+            self.causal or self.next_to_process + self.num_refs < self.num_pushed
+        ):
+            ready.append(self._process(self.next_to_process, None))
+        return ready
+
+    @torch.no_grad()
+    def finish(self) -> List[FrameResult]:
+        """The video has ended: process the frames still waiting for future references."""
+        ready = []
+        while self.next_to_process < self.num_pushed:
+            ready.append(self._process(self.next_to_process, self.num_pushed))
+        self.window.clear()
+        return ready
+
+    def result(self) -> VideoResult:
+        """All results so far as a :class:`VideoResult`."""
+        h, w = self.frame_size if self.frame_size is not None else (0, 0)
+        return VideoResult(self.results, h, w, self.config.category_names)
+
+    # ------------------------------------------------------------------ internals
+    def _entry(self, i: int) -> _Entry:
+        return self.window[i - self.window[0].index]
+
+    def _process(self, t: int, num_frames: Optional[int]) -> FrameResult:
+        model, cfg = self.model, self.config
+        cur = self._entry(t)
+        refs: List[int] = []
+        if model.calibration is not None and self.num_refs > 0:
+            refs = reference_indices(t, num_frames, self.num_refs, self.causal) or [t]
+        head_feats = self._head_features(cur, refs)
+        meta = cur.meta
+        img_shape = tuple(meta.img_shape)
+        proposals = model.proposals(cur.feats, img_shape)
+        det = model.detect(head_feats, proposals, img_shape, meta.scale_factor, self.score_threshold)
+        if t == 0:
+            self.memory.reset()
+        embeds = model.embed(cur.feats, det.boxes_resized)
+        ids = self.memory.assign(det, embeds, model.track_head.match_logits)
+        keep = np.nonzero(ids >= 0)[0]
+        det = det.select(torch.as_tensor(keep, dtype=torch.long, device=det.boxes.device))
+        probs = model.mask_probs(head_feats, det.boxes_resized, det.labels)
+        h, w = meta.ori_shape
+        masks = paste_masks(probs.float().cpu(), mask_paste_boxes(det.boxes.float(), meta.scale_factor), h, w,
+                            cfg.mask_threshold).numpy()
+        rles = [encode_mask(m) for m in masks]
+        res = FrameResult(
+            index=t, name=cur.name, boxes=det.boxes.float().cpu().numpy(), scores=det.scores.float().cpu().numpy(),
+            labels=det.labels.cpu().numpy(), track_ids=ids[keep], masks=rles,
+        )
+        self.results.append(res)
+        self.next_to_process = t + 1
+        # Drop features no later frame needs.
+        while self.window and self.window[0].index < self.next_to_process - self.num_refs:
+            self.window.popleft()
+        return res
+
+    def _head_features(self, cur: _Entry, refs: List[int]) -> List[torch.Tensor]:
+        if not refs:
+            return self.model.head_features(cur.feats, [])
+        chunk = self.batch_refs or len(refs)
+        parts = [
+            self.model.head_features(cur.feats, [self._entry(j).feats for j in refs[i: i + chunk]])
+            for i in range(0, len(refs), chunk)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return [torch.cat([p[lvl] for p in parts], dim=0) for lvl in range(len(parts[0]))]
+
+
+def track_frames(
+    model: CMaskTrackRCNN,
+    frames: Iterable[Tuple[str, np.ndarray]],
+    *,
+    num_refs: Optional[int] = None,
+    causal: bool = False,
+    score_threshold: Optional[float] = None,
+    batch_refs: Optional[int] = None,
+    progress: bool = True,
+    total: Optional[int] = None,
+    desc: str = "tracking",
+) -> VideoResult:
+    """Run a :class:`VideoTracker` over ``(name, rgb_uint8)`` frames and return the result."""
+    tracker = VideoTracker(model, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                           batch_refs=batch_refs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="frame")
+    try:
+        for name, image in frames:
+            done = tracker.push(image, name)
+            if bar is not None:
+                bar.update(len(done))
+        done = tracker.finish()
+        if bar is not None:
+            bar.update(len(done))
+    finally:
+        if bar is not None:
+            bar.close()
+    if tracker.num_pushed == 0:
+        raise ValueError("the video has no frames")
+    return tracker.result()
