@@ -110,7 +110,9 @@ def compute_scale(
 
 
 @functools.lru_cache(maxsize=64)
-def _linear_coeffs(src: int, dst: int, clamp: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _linear_coeffs(
+    src: int, dst: int, clamp: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and float32 weights of OpenCV's INTER_LINEAR along one axis.
 
     Mirrors cv::hal::resize: ``f = float((d + 0.5) * scale - 0.5)`` with ``scale = 1 / (dst/src)``
@@ -135,7 +137,9 @@ def _linear_coeffs(src: int, dst: int, clamp: bool) -> Tuple[np.ndarray, np.ndar
 
 
 @functools.lru_cache(maxsize=64)
-def _linear_coeffs_fixed(src: int, dst: int, clamp: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _linear_coeffs_fixed(
+    src: int, dst: int, clamp: bool
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The same as :func:`_linear_coeffs` with weights as OpenCV's int16 fixed point (x 2**11,
     rounded half to even like ``saturate_cast<short>``)."""
     i0, i1, w0, w1 = _linear_coeffs(src, dst, clamp)
@@ -236,7 +240,7 @@ def resize_bilinear_uint8(
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         got = type(img).__name__ if not isinstance(img, np.ndarray) else f"array of {img.dtype}"
         raise TypeError(f"resize_bilinear_uint8 expects a uint8 numpy array, got {got}")
-    if img.ndim not in (2, 3) or img.shape[0] < 1 or img.shape[1] < 1 or (img.ndim == 3 and img.shape[2] < 1):
+    if img.ndim not in (2, 3) or min(img.shape) < 1:
         raise ValueError(f"expected a non-empty (H, W) or (H, W, C) image, got shape {img.shape}")
     new_w, new_h = int(new_w), int(new_h)
     if new_w < 1 or new_h < 1:
@@ -355,7 +359,10 @@ def preprocess_frame(
         ``(tensor, meta)``: the (3, Hp, Wp) float32 input and its :class:`FrameMeta`.
     """
     if not isinstance(img_rgb_uint8, np.ndarray) or img_rgb_uint8.dtype != np.uint8:
-        got = type(img_rgb_uint8).__name__ if not isinstance(img_rgb_uint8, np.ndarray) else f"array of {img_rgb_uint8.dtype}"
+        if isinstance(img_rgb_uint8, np.ndarray):
+            got = f"array of {img_rgb_uint8.dtype}"
+        else:
+            got = type(img_rgb_uint8).__name__
         raise TypeError(f"preprocess_frame expects an (H, W, 3) uint8 RGB numpy array, got {got}")
     if img_rgb_uint8.ndim != 3 or img_rgb_uint8.shape[2] != 3:
         raise ValueError(f"preprocess_frame expects an (H, W, 3) RGB frame, got shape {img_rgb_uint8.shape}")
