@@ -18,7 +18,8 @@ IPP on or off, which OpenCV does not use for 8-bit bilinear). :func:`resize_prob
 port of OpenCV's float32 ``INTER_LINEAR`` path as OpenCV computes it *without* IPP; with IPP
 enabled (OpenCV's default) OpenCV hands float32 resizes to Intel IPP, whose results differ by
 about one ulp and change between IPP versions, so no implementation can match it everywhere.
-At the 0.5 mask threshold this flips a pixel in roughly one mask out of two hundred.
+At the 0.5 mask threshold the difference flipped 5 pixels in 2000 random masks (95 million
+pasted pixels) against OpenCV 5.0 with IPP; torch's bilinear interpolate differs about as much.
 """
 
 from __future__ import annotations
