@@ -24,8 +24,19 @@ EXIT_ERROR = 2
 # eval
 
 
+def _add_subcommand(subparsers: "argparse._SubParsersAction", name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand parser with the options every subcommand shares (``--debug`` may also be
+    given after the subcommand name)."""
+    parser = subparsers.add_parser(name, **kwargs)
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
+    return parser
+
+
 def _add_eval_parser(subparsers: "argparse._SubParsersAction") -> None:
-    parser = subparsers.add_parser(
+    parser = _add_subcommand(
+        subparsers,
         "eval",
         help="evaluate a results json against OVIS / YouTube-VIS ground truth (official AP/AR)",
         description=(
@@ -73,8 +84,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Subcommand registry. HOOK for the lead: add `track`, `train` and `convert` here as
-# `_add_<name>_parser(subparsers)` functions that call `parser.set_defaults(func=_run_<name>)`,
-# with `_run_<name>(args) -> int` importing what it needs lazily (keeps `eval` free of torch).
+# `_add_<name>_parser(subparsers)` functions that create their parser with `_add_subcommand`
+# and call `parser.set_defaults(func=_run_<name>)`, with `_run_<name>(args) -> int` importing
+# what it needs lazily (keeps `eval` free of torch). Raise exceptions with a clear message;
+# `main` turns them into one stderr line and exit code 2.
 
 _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_eval_parser,

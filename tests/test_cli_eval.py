@@ -131,3 +131,9 @@ def test_python_dash_m(tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_debug_after_the_subcommand(tmp_path):
+    gt, pred = write_case(tmp_path, occlusion=False)
+    with pytest.raises(FileNotFoundError):
+        main(["eval", "--debug", "--gt", str(tmp_path / "nope.json"), "--pred", pred])

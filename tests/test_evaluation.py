@@ -273,6 +273,14 @@ def test_area_ranges_use_file_areas_and_are_inclusive():
     assert res.stats["APs"] == -1 and res.stats["APm"] == -1 and res.stats["APl"] == pytest.approx(1.0)
 
 
+def test_ground_truth_id_zero_never_matches_as_in_the_official_code():
+    # the official matcher stores the matched ground-truth id and reads 0 as "unmatched"
+    a = [rect(0, 10, 0, 10)]
+    with pytest.warns(UserWarning, match="id 0"):
+        res = run(gt_json({1: 1}, [(0, 1, 1, a, 0)]), [pred(1, 1, 0.9, a)])
+    assert res.stats["AP"] == 0.0 and res.stats["AR100"] == 0.0
+
+
 # ------------------------------------------------------------------------ occlusion
 
 

@@ -217,6 +217,10 @@ def test_results_load_and_round_trip(tmp_path):
             assert (r is None and s is None) or np.array_equal(mask_utils.decode(r), mask_utils.decode(s))
     assert isinstance(json.loads(path.read_text())[0]["segmentations"][2]["counts"], str)
     assert load_results([], ds) == []
+    # integral floats are accepted as ids
+    loose = good_results()[1:]
+    loose[0].update(video_id=9.0, category_id=2.0)
+    assert (load_results(loose, ds)[0].video_id, load_results(loose, ds)[0].category_id) == (9, 2)
     assert results_to_json([VISPrediction(9, 1, 0.5, [None])]) == [
         {"video_id": 9, "score": 0.5, "category_id": 1, "segmentations": [None]}
     ]
@@ -241,6 +245,8 @@ def _bad_results(index, **changes):
         (_bad_results(0, score=float("nan")), "'score' must be a finite number"),
         (_bad_results(0, score=True), "'score' must be a finite number"),
         (_bad_results(0, category_id="1"), "'category_id' must be an integer"),
+        (_bad_results(0, category_id=1.5), "'category_id' must be an integer"),
+        (_bad_results(0, video_id=True), "'video_id' must be an integer"),
         (_bad_results(1, segmentations=[[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]]), "frame 0: segmentation must be an RLE dict or null"),
         ([{"video_id": 3, "category_id": 1, "score": 0.5}], r"results\[0\]: missing key 'segmentations'"),
         ([good_results()[0], 7], r"results\[1\]: must be an object"),

@@ -48,6 +48,13 @@ class VISPrediction:
     segmentations: List[Optional[dict]]
 
 
+def _integral(value: Any) -> bool:
+    """An integer, or a float with an integral value (``1.0``) as some writers produce; not a bool."""
+    if _is_int(value):
+        return True
+    return _is_number(value) and math.isfinite(float(value)) and float(value).is_integer()
+
+
 def _parse_prediction(entry: Any, index: int, dataset: VISDataset) -> VISPrediction:
     where = f"results[{index}]"
     if not isinstance(entry, Mapping):
@@ -56,13 +63,14 @@ def _parse_prediction(entry: Any, index: int, dataset: VISDataset) -> VISPredict
         if key not in entry:
             raise ResultsFormatError(f"{where}: missing key '{key}'")
     video_id = entry["video_id"]
-    if not _is_int(video_id):
+    if not _integral(video_id):
         raise ResultsFormatError(f"{where}: 'video_id' must be an integer, got {video_id!r}")
+    video_id = int(video_id)
     if video_id not in dataset.videos:
         raise ResultsFormatError(f"{where}: unknown video_id {video_id} (not in the ground truth)")
     where = f"results[{index}] (video {video_id})"
     category_id = entry["category_id"]
-    if not _is_int(category_id):
+    if not _integral(category_id):
         raise ResultsFormatError(f"{where}: 'category_id' must be an integer, got {category_id!r}")
     score = entry["score"]
     if not _is_number(score) or not math.isfinite(float(score)):

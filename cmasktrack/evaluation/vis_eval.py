@@ -15,7 +15,9 @@ pycocotools' own. Semantics kept from the official code:
 * Crowd ground truths are ignored and can absorb any number of predictions. Categories without
   ground truth give -1 and are left out of every mean; -1 where a summary has no ground truth.
 * Predictions get ids 1..N in file order (as the official ``loadRes``); ground truths keep
-  their file ids.
+  their file ids. (So, as in the official code, a match to a ground truth with id 0 is
+  counted as a false positive: COCOeval stores matches by id with 0 meaning "unmatched".
+  :func:`evaluate_vis` warns when the ground truth has an id 0.)
 * OVIS occlusion: AP / AR (100 detections, all areas) on the ground truths whose occlusion
   score is in each range; the others are ignored like crowds, predictions are not filtered.
 
@@ -281,6 +283,13 @@ def evaluate_vis(
         warnings.warn(
             f"{ignored} prediction(s) have category ids not in the ground truth {unknown[:10]}; "
             "they are ignored, as the official evaluation does",
+            stacklevel=2,
+        )
+
+    if any(a.id == 0 for a in dataset.annotations):
+        warnings.warn(
+            "the ground truth has an annotation with id 0; the official evaluation (and this one, "
+            "for parity) never counts a match to it as a true positive",
             stacklevel=2,
         )
 
