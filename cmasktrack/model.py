@@ -180,10 +180,5 @@ class CMaskTrack(CMaskTrackRCNN):
         if self.training:
             raise RuntimeError("track_video needs eval mode: call model.eval() first")
         source = read_frames(frames)
-        total = None
-        try:
-            total = len(source)  # type: ignore[arg-type]
-        except TypeError:
-            pass
         return track_frames(self, source, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                            batch_refs=batch_refs, progress=progress, total=total)
+                            batch_refs=batch_refs, progress=progress, total=source.length_hint)
