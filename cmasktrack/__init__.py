@@ -1,3 +1,47 @@
-"""cmasktrack: CMaskTrack R-CNN video instance segmentation under occlusion, in modern PyTorch."""
+"""cmasktrack: CMaskTrack R-CNN video instance segmentation under occlusion, in modern PyTorch.
+
+>>> from cmasktrack import CMaskTrack                                   # doctest: +SKIP
+>>> model = CMaskTrack.from_pretrained("path/or/hub-id")                # doctest: +SKIP
+>>> result = model.track_video("frames/")                               # doctest: +SKIP
+>>> result.to_ytvis(video_id=1)                                         # doctest: +SKIP
+
+Heavy modules (torch) are imported on first use, so ``cmasktrack eval`` starts quickly.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0.dev0"
+
+import os as _os
+
+#: The demo model shipped inside the package (trained on the synthetic occlusion benchmark).
+DEMO_MODEL = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "assets", "demo_model")
+
+_LAZY = {
+    "CMaskTrack": ("cmasktrack.model", "CMaskTrack"),
+    "CMaskTrackConfig": ("cmasktrack.config", "CMaskTrackConfig"),
+    "VideoResult": ("cmasktrack.results", "VideoResult"),
+    "Track": ("cmasktrack.results", "Track"),
+    "FrameResult": ("cmasktrack.results", "FrameResult"),
+    "VideoTracker": ("cmasktrack.tracking", "VideoTracker"),
+    "read_frames": ("cmasktrack.data.frames", "read_frames"),
+    "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
+    "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
+}
+
+__all__ = ["__version__", "DEMO_MODEL", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cmasktrack' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -83,6 +83,137 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# track
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, metavar="SOURCE",
+                        help="model directory, Hugging Face hub id or official .pth checkpoint "
+                             "(default: the demo model shipped with the package)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--num-refs", type=int, default=None,
+                        help="reference frames before (and after) each frame; 0 = no calibration (default: the model's)")
+    parser.add_argument("--causal", action="store_true", help="use past frames only as references (live streams)")
+    parser.add_argument("--score-threshold", type=float, default=None, help="detection score threshold (default 0.05)")
+    parser.add_argument("--batch-refs", type=int, default=None, help="calibrate at most this many references at once")
+
+
+def _add_track_parser(subparsers: "argparse._SubParsersAction") -> None:
+    parser = _add_subcommand(
+        subparsers, "track",
+        help="segment and track the objects of a video (or of every video of a dataset)",
+        description=(
+            "Track one video (INPUT: a folder of frames or a video file) and write its OVIS / YouTube-VIS "
+            "results json, optionally an overlay (--vis); or, with --dataset, every video of an annotation "
+            "file, writing the results json and the zip the evaluation server takes (resumable)."
+        ),
+    )
+    parser.add_argument("input", nargs="?", help="a folder of frames or a video file")
+    parser.add_argument("--out", required=True, metavar="RESULTS_JSON", help="where to write the results json")
+    parser.add_argument("--vis", default=None, metavar="PATH", help="overlay output: out.gif, out.mp4 or a directory")
+    parser.add_argument("--video-id", type=int, default=1, help="video_id written in the results (single video)")
+    parser.add_argument("--dataset", default=None, metavar="ANNOTATIONS_JSON",
+                        help="track every video of this OVIS / YouTube-VIS annotation file")
+    parser.add_argument("--image-root", default=None, metavar="DIR", help="frames directory of --dataset")
+    parser.add_argument("--no-resume", action="store_true", help="with --dataset: redo videos already finished")
+    parser.add_argument("--no-zip", action="store_true", help="with --dataset: do not write the zip")
+    _add_model_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run_track)
+
+
+def _load_model(args: argparse.Namespace):
+    from . import DEMO_MODEL
+    from .model import CMaskTrack
+
+    import os
+
+    if args.model is None and not os.path.isdir(DEMO_MODEL):
+        raise FileNotFoundError(f"no --model given and this installation has no demo model ({DEMO_MODEL}); "
+                                "pass --model DIR|HUB_ID|official.pth")
+    return CMaskTrack.from_pretrained(args.model or DEMO_MODEL, device=args.device)
+
+
+def _track_kwargs(args: argparse.Namespace) -> dict:
+    return dict(num_refs=args.num_refs, causal=args.causal, score_threshold=args.score_threshold,
+                batch_refs=args.batch_refs)
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    if args.dataset is not None:
+        if args.input is not None:
+            raise ValueError("give either INPUT or --dataset, not both")
+        if args.image_root is None:
+            raise ValueError("--dataset needs --image-root (the directory the file_names are relative to)")
+        if args.vis is not None:
+            raise ValueError("--vis works on a single video, not with --dataset")
+        from .data.ytvis import VISDataset
+        from .inference import track_dataset
+
+        dataset = VISDataset.from_json(args.dataset, image_root=args.image_root)
+        model = _load_model(args)
+        t0 = time.perf_counter()
+        entries = track_dataset(model, dataset, args.out, resume=not args.no_resume, write_zip=not args.no_zip,
+                                progress=not args.quiet, **_track_kwargs(args))
+        print(f"{len(dataset.video_ids)} videos, {len(entries)} tracks, {time.perf_counter() - t0:.1f} s "
+              f"-> {args.out}" + ("" if args.no_zip else f" and {os.path.splitext(args.out)[0]}.zip"))
+        return 0
+    if args.input is None:
+        raise ValueError("give INPUT (a folder of frames or a video file) or --dataset")
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(2, "No such file or directory", args.input)
+    model = _load_model(args)
+    t0 = time.perf_counter()
+    result = model.track_video(args.input, progress=not args.quiet, **_track_kwargs(args))
+    seconds = time.perf_counter() - t0
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result.to_ytvis(video_id=args.video_id), f)
+    print(f"{result.num_frames} frames, {len(result.tracks)} tracks, "
+          f"{seconds / max(result.num_frames, 1):.2f} s/frame -> {args.out}")
+    if args.vis is not None:
+        from .visualize import render_video
+
+        path = render_video(result, args.input, args.vis, progress=not args.quiet)
+        print(f"overlay -> {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# convert
+
+
+def _add_convert_parser(subparsers: "argparse._SubParsersAction") -> None:
+    parser = _add_subcommand(
+        subparsers, "convert",
+        help="convert an official (mmdetection) checkpoint to a cmasktrack model directory",
+        description="Read an official CMaskTrack R-CNN / MaskTrack R-CNN .pth (weights only, never arbitrary "
+                    "pickles) and write config.json + model.safetensors.",
+    )
+    parser.add_argument("checkpoint", help="official .pth file")
+    parser.add_argument("out_dir", help="output model directory")
+    parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size)")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from .model import CMaskTrack
+
+    model = CMaskTrack.from_official_checkpoint(args.checkpoint)
+    model.save_pretrained(args.out_dir, dtype=torch.float16 if args.fp16 else None)
+    cfg = model.config
+    print(f"{args.checkpoint} -> {args.out_dir} (ResNet-{cfg.depth}, {cfg.num_categories} categories"
+          f"{', ' + cfg.dataset if cfg.dataset else ''}, calibration {'on' if cfg.calibration else 'off'})")
+    return 0
+
+
+
+# --------------------------------------------------------------------------------------------
 # Subcommand registry. HOOK for the lead: add `track`, `train` and `convert` here as
 # `_add_<name>_parser(subparsers)` functions that create their parser with `_add_subcommand`
 # and call `parser.set_defaults(func=_run_<name>)`, with `_run_<name>(args) -> int` importing
@@ -91,9 +222,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_eval_parser,
-    # _add_track_parser,    # cmasktrack track --dataset annotations.json --image-root DIR --out results.json
+    _add_track_parser,
+    _add_convert_parser,
     # _add_train_parser,
-    # _add_convert_parser,
 ]
 
 

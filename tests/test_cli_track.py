@@ -1,0 +1,88 @@
+"""`cmasktrack track` and `cmasktrack convert` end to end on a tiny model and synthetic clips."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from cmasktrack.cli import main
+from cmasktrack.data.synthetic import generate
+from cmasktrack.data.ytvis import VISDataset
+from cmasktrack.evaluation import evaluate_vis
+from cmasktrack.data.results import load_results
+
+from official_keys import official_state_dict
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    ann = generate(root, num_videos=2, seed=3, num_frames=3, size=(96, 64), objects_per_video=2)
+    return root, ann
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    d = tmp_path_factory.mktemp("model")
+    tiny_model.save_pretrained(d)
+    return str(d)
+
+
+def test_track_single_video(synth, model_dir, tmp_path, capsys):
+    root, ann = synth
+    ds = VISDataset.from_json(ann, image_root=root / "frames")
+    vid = ds.video_ids[0]
+    folder = os.path.dirname(ds.frame_paths(vid)[0])
+    out = tmp_path / "r.json"
+    assert main(["track", folder, "--model", model_dir, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert "frames" in capsys.readouterr().out
+    entries = json.loads(out.read_text())
+    assert all(len(e["segmentations"]) == ds.videos[vid].length for e in entries)
+
+
+def test_track_dataset_resumes_and_is_evaluable(synth, model_dir, tmp_path, capsys):
+    root, ann = synth
+    out = tmp_path / "results.json"
+    args = ["track", "--dataset", str(ann), "--image-root", str(root / "frames"), "--model", model_dir,
+            "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    first = json.loads(out.read_text())
+    assert (tmp_path / "results.zip").is_file()
+    ds = VISDataset.from_json(ann)
+    assert {e["video_id"] for e in first} <= set(ds.video_ids)
+    evaluate_vis(ds, load_results(str(out), ds))  # the evaluator accepts the file
+    # resume: a finished video is read back, not recomputed (poison its cache and see it come back)
+    part = tmp_path / "results.json.partial"
+    cached = sorted(os.listdir(part))
+    assert len(cached) == 2
+    (part / cached[0]).write_text("[]")
+    assert main(args) == 0
+    again = json.loads(out.read_text())
+    vid0 = int(cached[0].split(".")[0])
+    assert [e for e in again if e["video_id"] == vid0] == []
+    assert main(args + ["--no-resume"]) == 0
+    assert json.loads(out.read_text()) == first
+
+
+def test_track_errors_are_one_line(tmp_path, capsys):
+    assert main(["track", str(tmp_path / "nope"), "--out", str(tmp_path / "o.json"), "--model", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cmasktrack: error:")
+    assert main(["track", "--dataset", "a.json", "--out", "o.json"]) == 2
+    assert "--image-root" in capsys.readouterr().err
+
+
+def test_convert(tmp_path, capsys):
+    sd = official_state_dict(depth=18, num_classes=41, calibration=False)
+    pth = tmp_path / "masktrack.pth"
+    torch.save({"state_dict": sd, "meta": {}}, pth)
+    assert main(["convert", str(pth), str(tmp_path / "out"), "--fp16"]) == 0
+    assert "ResNet-18" in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    w = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert w["box_head.fc_cls.weight"].dtype == torch.float16
+    assert torch.equal(w["backbone.fpn.inner_blocks.1.0.weight"], sd["neck.lateral_convs.1.conv.weight"].half())
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_classes"] == 41
