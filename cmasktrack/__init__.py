@@ -27,6 +27,8 @@ _LAZY = {
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
+    "render_video": ("cmasktrack.visualize", "render_video"),
+    "render_frame": ("cmasktrack.visualize", "render_frame"),
 }
 
 __all__ = ["__version__", "DEMO_MODEL", *_LAZY]

@@ -144,5 +144,12 @@ class VideoResult:
                         "segmentations": segs})
         return out
 
+    def render(self, frames: Any, path: Any, **kw: Any) -> Any:
+        """Draw this result on its frames and write a GIF / MP4 / PNG folder (see
+        :func:`cmasktrack.visualize.render_video`); returns the path written."""
+        from .visualize import render_video
+
+        return render_video(self, frames, path, **kw)
+
     def __repr__(self) -> str:
         return f"VideoResult(frames={self.num_frames}, tracks={len(self.tracks)}, size={self.width}x{self.height})"

@@ -8,7 +8,9 @@ Nothing of a video is stored on the model, so one model can serve several videos
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -153,6 +155,17 @@ class VideoTracker:
         self.num_pushed = 0
         self.frame_size: Optional[Tuple[int, int]] = None
         self.results: List[FrameResult] = []
+        #: Seconds spent per stage (backbone, calibration, rpn, box_head, tracking, mask_head,
+        #: mask_paste) over the frames so far.
+        self.timings: Dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def _timed(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ streaming API
     @torch.no_grad()
@@ -174,7 +187,8 @@ class VideoTracker:
             image, self.config.image_scale, self.config.pixel_mean, self.config.pixel_std, self.config.size_divisor
         )
         x = tensor.to(device=self.model.device, dtype=self.model.dtype)[None]
-        feats = self.model.extract_features(x)
+        with self._timed("backbone"):
+            feats = self.model.extract_features(x)
         self.window.append(_Entry(idx, label, feats, meta))
         self.num_pushed += 1
         ready = []
@@ -208,22 +222,28 @@ class VideoTracker:
         refs: List[int] = []
         if model.calibration is not None and self.num_refs > 0:
             refs = reference_indices(t, num_frames, self.num_refs, self.causal) or [t]
-        head_feats = self._head_features(cur, refs)
+        with self._timed("calibration"):
+            head_feats = self._head_features(cur, refs)
         meta = cur.meta
         img_shape = tuple(meta.img_shape)
-        proposals = model.proposals(cur.feats, img_shape)
-        det = model.detect(head_feats, proposals, img_shape, meta.scale_factor, self.score_threshold)
-        if t == 0:
-            self.memory.reset()
-        embeds = model.embed(cur.feats, det.boxes_resized)
-        ids = self.memory.assign(det, embeds, model.track_head.match_logits)
-        keep = np.nonzero(ids >= 0)[0]
-        det = det.select(torch.as_tensor(keep, dtype=torch.long, device=det.boxes.device))
-        probs = model.mask_probs(head_feats, det.boxes_resized, det.labels)
-        h, w = meta.ori_shape
-        masks = paste_masks(probs.float().cpu(), mask_paste_boxes(det.boxes.float(), meta.scale_factor), h, w,
-                            cfg.mask_threshold).numpy()
-        rles = [encode_mask(m) for m in masks]
+        with self._timed("rpn"):
+            proposals = model.proposals(cur.feats, img_shape)
+        with self._timed("box_head"):
+            det = model.detect(head_feats, proposals, img_shape, meta.scale_factor, self.score_threshold)
+        with self._timed("tracking"):
+            if t == 0:
+                self.memory.reset()
+            embeds = model.embed(cur.feats, det.boxes_resized)
+            ids = self.memory.assign(det, embeds, model.track_head.match_logits)
+            keep = np.nonzero(ids >= 0)[0]
+            det = det.select(torch.as_tensor(keep, dtype=torch.long, device=det.boxes.device))
+        with self._timed("mask_head"):
+            probs = model.mask_probs(head_feats, det.boxes_resized, det.labels).float().cpu()
+        with self._timed("mask_paste"):
+            h, w = meta.ori_shape
+            masks = paste_masks(probs, mask_paste_boxes(det.boxes.float(), meta.scale_factor), h, w,
+                                cfg.mask_threshold).numpy()
+            rles = [encode_mask(m) for m in masks]
         res = FrameResult(
             index=t, name=cur.name, boxes=det.boxes.float().cpu().numpy(), scores=det.scores.float().cpu().numpy(),
             labels=det.labels.cpu().numpy(), track_ids=ids[keep], masks=rles,
