@@ -36,8 +36,14 @@ def test_track_single_video(synth, model_dir, tmp_path, capsys):
     vid = ds.video_ids[0]
     folder = os.path.dirname(ds.frame_paths(vid)[0])
     out = tmp_path / "r.json"
-    assert main(["track", folder, "--model", model_dir, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    gif = tmp_path / "vis.gif"
+    assert main(["track", folder, "--model", model_dir, "--out", str(out), "--quiet", "--device", "cpu",
+                 "--vis", str(gif)]) == 0
     assert "frames" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == ds.videos[vid].length and im.size == (ds.videos[vid].width, ds.videos[vid].height)
     entries = json.loads(out.read_text())
     assert all(len(e["segmentations"]) == ds.videos[vid].length for e in entries)
 
