@@ -23,6 +23,7 @@ Environment switches:
 
 from __future__ import annotations
 
+import copy
 import glob
 import os
 import re
@@ -223,15 +224,19 @@ def get_extensions_and_cmdclass():
             except Exception as error:  # noqa: BLE001 - report and fall back
                 if strict:
                     raise
-                if self.extensions and self.extensions[0] is not cpu_ext:
-                    log(f"WARNING: building the CUDA kernels failed:\n{error}\n"
-                        "Retrying without CUDA (set CMASKTRACK_CUDA=0 to skip this attempt).")
-                else:
+                if cuda_home is None:
                     log(f"WARNING: building cmasktrack._C failed:\n{error}\n"
                         "cmasktrack installs without it and uses its pure-PyTorch fallback.")
                     self.extensions = []
                     return
-            self.extensions = [cpu_ext]
+                log(f"WARNING: building the CUDA kernels failed:\n{error}\n"
+                    "Retrying without CUDA (set CMASKTRACK_CUDA=0 to skip this attempt).")
+            # Turn the extension into the CPU-only one in place: setuptools has attached its
+            # own bookkeeping to this object.
+            (failed,) = self.extensions
+            for attr in ("sources", "include_dirs", "library_dirs", "libraries", "extra_compile_args",
+                         "extra_link_args", "define_macros", "runtime_library_dirs"):
+                setattr(failed, attr, copy.deepcopy(getattr(cpu_ext, attr)))
             try:
                 super().build_extensions()
             except Exception as error:  # noqa: BLE001

@@ -116,10 +116,11 @@ def correlation(input1: torch.Tensor, input2: torch.Tensor, patch_size: int = 16
     return correlation_torch(input1, input2, patch_size, dilation_patch)
 
 
-def _tile_width(span: int) -> int:
-    # Each tile of T output columns multiplies against T + span - 1 input columns, so wide tiles
-    # waste less GEMM work per column but more memory; about twice the window is a good balance.
-    return max(8, min(64, 2 * span))
+def _tile_width(span: int, width: int) -> int:
+    # Each tile of T output columns multiplies against T + span - 1 input columns: wider tiles
+    # waste more GEMM work per column, narrower ones make smaller, slower GEMMs.  T about the
+    # window span (a multiple of 8, no wider than the map) measured best.
+    return max(8, min(-(-span // 8) * 8, -(-width // 8) * 8))
 
 
 def correlation_torch(input1: torch.Tensor, input2: torch.Tensor, patch_size: int = 16,
@@ -135,7 +136,7 @@ def correlation_torch(input1: torch.Tensor, input2: torch.Tensor, patch_size: in
     batch, channels, height, width = input1.shape
     offset = dilation_patch * (patch_size - 1) // 2
     span = dilation_patch * (patch_size - 1) + 1  # columns x + d_0 .. x + d_{P-1}
-    tile = _tile_width(span)
+    tile = _tile_width(span, width)
     n_tiles = -(-width // tile)
     padded_width = n_tiles * tile
     window = tile + span - 1

@@ -1,0 +1,130 @@
+"""Speed of the correlation op on the CPU: compiled (cmasktrack._C) vs the PyTorch fallback.
+
+In one run, on the five FPN level shapes of a 640x384 frame, (1, 256, 96, 160) ...
+(1, 256, 6, 10), with patch 16 and dilation 2 (CMaskTrack R-CNN's setting), prints for both
+implementations the forward and the forward+backward time, their ratio, and the achieved
+GFLOP/s as a fraction of this machine's torch.mm fp32 peak measured in the same run.
+
+FLOPs: a forward does 2*C*patch^2*H*W; a backward computes two gradients of the same size, so
+forward+backward counts 3x that.  Times are the best of --repeats runs after one warm-up (the
+machine may be shared); the mm peak is the best of runs before and after the measurements.
+
+    python benchmarks/bench_correlation.py [--threads N] [--repeats 5] [--quick] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from cmasktrack.ops import correlation, extension_info, has_extension  # noqa: E402
+
+LEVELS = [(1, 256, 96, 160), (1, 256, 48, 80), (1, 256, 24, 40), (1, 256, 12, 20), (1, 256, 6, 10)]
+PATCH, DILATION = 16, 2
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def mm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_time(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def measure(shape: tuple[int, int, int, int], backend: str, repeats: int) -> tuple[float, float]:
+    """(forward seconds, forward+backward seconds) of one implementation on one shape."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(shape, generator=gen)
+    b = torch.randn(shape, generator=gen)
+    grad = torch.randn(shape[0], PATCH, PATCH, shape[2], shape[3], generator=gen)
+    with torch.no_grad():
+        forward = best_time(lambda: correlation(a, b, PATCH, DILATION, backend=backend), repeats)
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+
+    def forward_backward():
+        correlation(a, b, PATCH, DILATION, backend=backend).backward(grad)
+
+    return forward, best_time(forward_backward, repeats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (best is kept)")
+    parser.add_argument("--quick", action="store_true", help="only the three smallest levels, 2 repeats")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    levels = LEVELS[2:] if args.quick else LEVELS
+    repeats = 2 if args.quick else args.repeats
+    backends = ["ext", "torch"] if has_extension("cpu") else ["torch"]
+
+    info = extension_info()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu_name()}")
+    print(f"cmasktrack._C: {'available' if info['available'] else 'NOT available: ' + str(info['error'])}"
+          + (f", CPU kernels: {info['cpu_kernel_isa']}, CUDA kernels: {info['cuda']}" if info["available"] else ""))
+    peak = mm_peak_gflops()
+    print(f"torch.mm fp32 peak: {peak:.1f} GFLOP/s")
+    print(f"patch {PATCH}, dilation {DILATION}; best of {repeats}; fwd+bwd counts 3x the forward FLOPs\n")
+
+    rows = []
+    header = f"{'shape':>20} {'impl':>6} {'fwd ms':>9} {'GFLOP/s':>8} {'%peak':>6} {'fwd+bwd ms':>11} {'GFLOP/s':>8} {'%peak':>6}"
+    print(header)
+    for shape in levels:
+        flops = 2 * shape[0] * shape[1] * PATCH**2 * shape[2] * shape[3]
+        times = {}
+        for backend in backends:
+            fwd, fwd_bwd = measure(shape, backend, repeats)
+            times[backend] = (fwd, fwd_bwd)
+            rate_f, rate_fb = flops / fwd / 1e9, 3 * flops / fwd_bwd / 1e9
+            rows.append((shape, backend, fwd, rate_f, fwd_bwd, rate_fb))
+            print(f"{str(shape):>20} {backend:>6} {fwd * 1e3:9.2f} {rate_f:8.1f} {rate_f / peak:6.1%}"
+                  f" {fwd_bwd * 1e3:11.2f} {rate_fb:8.1f} {rate_fb / peak:6.1%}")
+        if "ext" in times:
+            print(f"{'':>20} {'ratio':>6} fallback/compiled: forward {times['torch'][0] / times['ext'][0]:.1f}x, "
+                  f"forward+backward {times['torch'][1] / times['ext'][1]:.1f}x")
+    peak_after = mm_peak_gflops()
+    print(f"\ntorch.mm fp32 peak after the run: {peak_after:.1f} GFLOP/s"
+          + ("  (the machine was busier during part of the run)" if abs(peak_after - peak) > 0.15 * peak else ""))
+
+    if args.markdown:
+        print("\n| shape (B, C, H, W) | implementation | forward ms | GFLOP/s | % of mm peak "
+              "| fwd+bwd ms | GFLOP/s | % of mm peak |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for shape, backend, fwd, rate_f, fwd_bwd, rate_fb in rows:
+            name = "compiled (C++)" if backend == "ext" else "PyTorch fallback"
+            print(f"| {shape} | {name} | {fwd * 1e3:.1f} | {rate_f:.1f} | {rate_f / peak:.0%} "
+                  f"| {fwd_bwd * 1e3:.1f} | {rate_fb:.1f} | {rate_fb / peak:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
