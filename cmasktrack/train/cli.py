@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -102,7 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     result = train(cfg, args.data, args.image_root, args.out, resume=args.resume, device=args.device,
                    progress=not args.no_progress)
-    print(result.out_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.out_dir)
     return 0
 
 

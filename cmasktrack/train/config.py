@@ -108,6 +108,7 @@ class TrainConfig:
             self.lr_steps = tuple(int(s) for s in self.lr_steps)
         if not isinstance(self.model, dict):
             raise TypeError(f"model must be a dict of CMaskTrackConfig overrides, got {type(self.model).__name__}")
+        self.model = {k: list(v) if isinstance(v, tuple) else v for k, v in self.model.items()}  # json form
         bad = [k for k in _DATA_KEYS if k in self.model]
         if bad:
             raise ValueError(f"model overrides may not set {bad}: the class count and names come from the data")

@@ -108,7 +108,7 @@ def _load_plain(path: str) -> Dict[str, torch.Tensor]:
 
 
 def _apply(model: nn.Module, mapped: Dict[str, torch.Tensor], kind: str, source: str,
-           allow_partial: bool) -> InitReport:
+           allow_partial: bool, required: Tuple[str, ...] = ()) -> InitReport:
     """Load ``mapped`` (cmasktrack names) into ``model``, skipping class-specific layers whose
     shape differs; any other mismatch is an error."""
     own = model.state_dict()
@@ -125,10 +125,10 @@ def _apply(model: nn.Module, mapped: Dict[str, torch.Tensor], kind: str, source:
             bad.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
     if bad:
         raise CheckpointError(f"{source} does not fit the model (another depth or width?): {bad[:5]}")
-    if not allow_partial:
-        missing = sorted(k for k in own if k not in load and not k.startswith(CLASS_SPECIFIC))
-        if missing:
-            raise CheckpointError(f"{source} lacks parameters of the model: {missing[:10]}")
+    missing = sorted(k for k in own if k not in load and not k.startswith(CLASS_SPECIFIC)
+                     and (not allow_partial or k.startswith(required)))
+    if missing:
+        raise CheckpointError(f"{source} lacks parameters of the model (another depth?): {missing[:10]}")
     model.load_state_dict(load, strict=False)
     kept = sorted(k for k in own if k not in load)
     return InitReport(kind, source, sorted(load), kept)
@@ -181,7 +181,8 @@ def initialise_model(model: nn.Module, source: str) -> InitReport:
             filtered[k] = v
         converted = convert_official_state_dict(
             filtered, own, allow_missing_prefixes=CLASS_SPECIFIC + ("track_head.", "calibration."))
-        return _apply(model, converted, kind, source, allow_partial=True)
+        return _apply(model, converted, kind, source, allow_partial=True,
+                      required=("backbone.", "rpn.", "box_head.", "mask_head."))
     if kind == "torchvision_maskrcnn":
         mapped = {}
         unmapped = []
@@ -195,12 +196,9 @@ def initialise_model(model: nn.Module, source: str) -> InitReport:
                 mapped[nk] = v
         if unmapped:
             raise CheckpointError(f"{source}: torchvision keys with no cmasktrack counterpart: {unmapped[:10]}")
-        report = _apply(model, mapped, kind, source, allow_partial=True)
-        missing = [k for k in report.kept_init if not k.startswith(CLASS_SPECIFIC + ("track_head.", "calibration."))]
-        if missing:
-            raise CheckpointError(f"{source} lacks parameters of the model: {missing[:10]}")
-        return report
+        return _apply(model, mapped, kind, source, allow_partial=True,
+                      required=("backbone.", "rpn.", "box_head.", "mask_head."))
     # torchvision ResNet (ImageNet classification): the backbone body only
     mapped = {f"backbone.body.{k}": v for k, v in sd.items()
               if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
-    return _apply(model, mapped, kind, source, allow_partial=True)
+    return _apply(model, mapped, kind, source, allow_partial=True, required=("backbone.body.",))
