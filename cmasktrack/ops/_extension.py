@@ -87,6 +87,9 @@ def _register() -> None:
     @torch.library.register_fake("cmasktrack::correlation_backward")
     def _correlation_backward_fake(grad_output, input1, input2, patch_size, dilation_patch):
         _check_fake_args(input1, input2, patch_size, dilation_patch)
+        batch, _, height, width = input1.shape
+        torch._check(tuple(grad_output.shape) == (batch, patch_size, patch_size, height, width),
+                     lambda: f"grad_output must have shape (B, patch, patch, H, W), got {tuple(grad_output.shape)}")
         return torch.empty_like(input1, memory_format=torch.contiguous_format), torch.empty_like(
             input2, memory_format=torch.contiguous_format)
 
