@@ -12,7 +12,6 @@ R-CNN) the heads read x.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, List, Optional
 
 import torch
@@ -38,9 +37,7 @@ def _calibrated(model: nn.Module, feats: List[torch.Tensor], ref_feats: List[tor
     levels = list(feats[:4])
     if model.calibration is None:
         return levels
-    device_type = levels[0].device.type
-    ctx = torch.autocast(device_type=device_type, enabled=False) if torch.is_autocast_enabled() else contextlib.nullcontext()
-    with ctx:
+    with torch.autocast(device_type=levels[0].device.type, enabled=False):
         return [model.calibration(f.float(), r.float()) for f, r in zip(levels, ref_feats[:4])]
 
 

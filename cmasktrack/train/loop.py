@@ -128,7 +128,6 @@ def _setup_distributed(device: torch.device) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     here = False
     if not dist.is_initialized():
@@ -202,8 +201,6 @@ def train(
     Launched by ``torchrun --nproc_per_node N``, every process runs this function and they
     train together with DDP; only the main process writes files.
     """
-    from ..model import CMaskTrack
-
     out_dir = os.fspath(out_dir)
     dev0 = _resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     dd = _setup_distributed(dev0)
@@ -217,7 +214,6 @@ def train(
 
 def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, device: torch.device, dd: _Dist,
            progress: bool, callback) -> TrainResult:
-    from ..model import CMaskTrack
     from .init import initialise_model
 
     log = _Logger(out_dir, dd.main, progress)

@@ -21,7 +21,7 @@ Boxes are ``(x1, y1, x2, y2)`` with inclusive corners (width ``x2 - x1 + 1``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
