@@ -214,6 +214,16 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# train
+
+
+def _add_train_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from .train.cli import add_train_subparser
+
+    add_train_subparser(subparsers)
+
+
+# --------------------------------------------------------------------------------------------
 # Subcommand registry. HOOK for the lead: add `track`, `train` and `convert` here as
 # `_add_<name>_parser(subparsers)` functions that create their parser with `_add_subcommand`
 # and call `parser.set_defaults(func=_run_<name>)`, with `_run_<name>(args) -> int` importing
@@ -224,7 +234,7 @@ _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_eval_parser,
     _add_track_parser,
     _add_convert_parser,
-    # _add_train_parser,
+    _add_train_parser,
 ]
 
 
