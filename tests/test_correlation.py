@@ -197,6 +197,21 @@ def test_non_contiguous_inputs(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_expanded_input_and_its_gradient(backend):
+    # The calibration module correlates one target frame, expanded over the batch, with R refs.
+    gen = torch.Generator().manual_seed(11)
+    cur = torch.randn(1, 7, 6, 9, dtype=torch.float64, generator=gen, requires_grad=True)
+    refs = torch.randn(3, 7, 6, 9, dtype=torch.float64, generator=gen, requires_grad=True)
+    grad_out = torch.randn(3, 5, 5, 6, 9, dtype=torch.float64, generator=gen)
+    out = run(backend, cur.expand(3, -1, -1, -1), refs, 5, 2)
+    expected = naive_correlation(cur.expand(3, -1, -1, -1), refs, 5, 2)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad(out, (cur, refs), grad_out)
+    want = torch.autograd.grad(expected, (cur, refs), grad_out)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_reduced_precision_cpu(backend, dtype):
     gen = torch.Generator().manual_seed(4)
