@@ -24,58 +24,58 @@ def map_roi_levels(rois: torch.Tensor, num_levels: int, finest_scale: int = 56) 
     return lvl.clamp(min=0, max=num_levels - 1).long()
 
 
-def _bilinear(feat: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Legacy bilinear sampling of ``feat`` (C, H, W) at points y, x (same shape S) -> (C, *S)."""
-    H, W = feat.shape[-2:]
-    valid = (y >= -1.0) & (y <= H) & (x >= -1.0) & (x <= W)
-    y = y.clamp(min=0)
-    x = x.clamp(min=0)
-    y_low = y.floor().long()
-    x_low = x.floor().long()
-    y_at_end = y_low >= H - 1
-    x_at_end = x_low >= W - 1
-    y_low = torch.where(y_at_end, torch.full_like(y_low, H - 1), y_low)
-    x_low = torch.where(x_at_end, torch.full_like(x_low, W - 1), x_low)
-    y = torch.where(y_at_end, y_low.to(y.dtype), y)
-    x = torch.where(x_at_end, x_low.to(x.dtype), x)
-    y_high = torch.where(y_at_end, y_low, y_low + 1)
-    x_high = torch.where(x_at_end, x_low, x_low + 1)
-    ly = y - y_low
-    lx = x - x_low
-    hy = 1.0 - ly
-    hx = 1.0 - lx
-    flat = feat.reshape(feat.size(0), -1)
-
-    def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        return flat[:, (yy * W + xx).reshape(-1)].reshape(feat.size(0), *yy.shape)
-
-    val = (hy * hx) * at(y_low, x_low) + (hy * lx) * at(y_low, x_high)
-    val = val + (ly * hx) * at(y_high, x_low) + (ly * lx) * at(y_high, x_high)
-    return val * valid.to(val.dtype)
-
-
 def legacy_roi_align_small(
-    feat: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float, sampling_ratio: int = 2
+    feat: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float, sampling_ratio: int = 2,
+    chunk: int = 32,
 ) -> torch.Tensor:
-    """Legacy RoIAlign of ``rois`` (K, 5) on ``feat`` (N, C, H, W), in plain PyTorch.
+    """Legacy RoIAlign of ``rois`` (K, 5) on ``feat`` (N, C, H, W) in plain PyTorch, vectorised
+    over RoIs (gathers from a channels-last copy of ``feat``; ``chunk`` RoIs at a time).
 
-    Meant for the few RoIs torchvision cannot do (smaller than one feature cell); any RoI works.
+    Meant for the RoIs torchvision cannot do (smaller than one feature cell); any RoI works.
     """
-    out = feat.new_zeros((rois.size(0), feat.size(1), output_size, output_size))
-    grid = (torch.arange(output_size, dtype=feat.dtype, device=feat.device)[:, None]
-            + (torch.arange(sampling_ratio, dtype=feat.dtype, device=feat.device)[None, :] + 0.5) / sampling_ratio)
-    for k in range(rois.size(0)):
-        b = int(rois[k, 0])
-        x1 = rois[k, 1] * spatial_scale
-        y1 = rois[k, 2] * spatial_scale
-        rw = ((rois[k, 3] + 1) * spatial_scale - x1).clamp(min=0)
-        rh = ((rois[k, 4] + 1) * spatial_scale - y1).clamp(min=0)
-        ys = y1 + grid * (rh / output_size)  # (P, S)
-        xs = x1 + grid * (rw / output_size)
-        yy = ys.reshape(output_size, 1, sampling_ratio, 1).expand(output_size, output_size, sampling_ratio, sampling_ratio)
-        xx = xs.reshape(1, output_size, 1, sampling_ratio).expand(output_size, output_size, sampling_ratio, sampling_ratio)
-        vals = _bilinear(feat[b], yy, xx)  # (C, P, P, S, S)
-        out[k] = vals.sum(dim=(-1, -2)) / (sampling_ratio * sampling_ratio)
+    n, c, H, W = feat.shape
+    P, S = output_size, sampling_ratio
+    out = feat.new_zeros((rois.size(0), c, P, P))
+    if rois.numel() == 0:
+        return out
+    flat = feat.permute(0, 2, 3, 1).reshape(n * H * W, c)
+    offs = (torch.arange(P, dtype=feat.dtype, device=feat.device)[:, None]
+            + (torch.arange(S, dtype=feat.dtype, device=feat.device)[None, :] + 0.5) / S).reshape(-1)  # (P*S,)
+    for k0 in range(0, rois.size(0), chunk):
+        r = rois[k0: k0 + chunk]
+        k = r.size(0)
+        b = r[:, 0].long()
+        x1 = r[:, 1] * spatial_scale
+        y1 = r[:, 2] * spatial_scale
+        rw = ((r[:, 3] + 1) * spatial_scale - x1).clamp(min=0)
+        rh = ((r[:, 4] + 1) * spatial_scale - y1).clamp(min=0)
+        ys = (y1[:, None] + offs[None] * (rh / P)[:, None])[:, :, None]  # (K, P*S, 1)
+        xs = (x1[:, None] + offs[None] * (rw / P)[:, None])[:, None, :]  # (K, 1, P*S)
+        ys, xs = ys.expand(k, P * S, P * S), xs.expand(k, P * S, P * S)
+        valid = (ys >= -1.0) & (ys <= H) & (xs >= -1.0) & (xs <= W)
+        y = ys.clamp(min=0)
+        x = xs.clamp(min=0)
+        y_low = y.floor().long()
+        x_low = x.floor().long()
+        y_end = y_low >= H - 1
+        x_end = x_low >= W - 1
+        y_low = torch.where(y_end, torch.full_like(y_low, H - 1), y_low)
+        x_low = torch.where(x_end, torch.full_like(x_low, W - 1), x_low)
+        y = torch.where(y_end, y_low.to(y.dtype), y)
+        x = torch.where(x_end, x_low.to(x.dtype), x)
+        y_high = torch.where(y_end, y_low, y_low + 1)
+        x_high = torch.where(x_end, x_low, x_low + 1)
+        ly, lx = y - y_low, x - x_low
+        hy, hx = 1.0 - ly, 1.0 - lx
+        base = (b * H * W)[:, None, None]
+        acc = None
+        for yy, xx, wgt in ((y_low, x_low, hy * hx), (y_low, x_high, hy * lx),
+                            (y_high, x_low, ly * hx), (y_high, x_high, ly * lx)):
+            v = flat[(base + yy * W + xx).reshape(-1)].reshape(k, P * S, P * S, c) * (wgt * valid)[..., None]
+            acc = v if acc is None else acc + v
+        # (K, P*S, P*S, C) -> average the S x S samples of each bin -> (K, C, P, P)
+        acc = acc.reshape(k, P, S, P, S, c).sum(dim=(2, 4)) / (S * S)
+        out[k0: k0 + k] = acc.permute(0, 3, 1, 2)
     return out
 
 
