@@ -258,7 +258,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["cmasktrack", "cmasktrack.*"]),
-    package_data={"cmasktrack": ["assets/*"]},
+    package_data={"cmasktrack": ["assets/*", "assets/*/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4",
