@@ -66,3 +66,43 @@ def test_calibrate_levels_batches_references():
         assert out[lvl].shape[0] == 3
         for r in range(3):
             torch.testing.assert_close(out[lvl][r: r + 1], m(cur[lvl], refs[r][lvl]))
+
+
+def test_grid_sample_deform_conv_matches_torchvision_values_and_gradients():
+    """The opt-in training implementation against torchvision's op: values and the gradients
+    of input, offsets and weight, with non-integer offsets (some sampling outside the map)."""
+    from torchvision.ops import deform_conv2d
+
+    from cmasktrack.modeling.calibration import deform_conv2d_3x3_grid_sample
+
+    torch.manual_seed(4)
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    off = (torch.rand(2, 18, 7, 6, dtype=torch.float64) - 0.5) * 5.0  # up to +-2.5 px: borders crossed
+    off = off + 0.013  # away from integer positions, where bilinear sampling has no derivative
+    wt = torch.randn(4, 5, 3, 3, dtype=torch.float64)
+    g = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    ins_a = [t.clone().requires_grad_(True) for t in (x, off, wt)]
+    ins_b = [t.clone().requires_grad_(True) for t in (x, off, wt)]
+    ref = deform_conv2d(ins_a[0], ins_a[1], ins_a[2], padding=(1, 1))
+    out = deform_conv2d_3x3_grid_sample(*ins_b)
+    torch.testing.assert_close(out, ref)
+    (ref * g).sum().backward()
+    (out * g).sum().backward()
+    for a, b in zip(ins_a, ins_b):
+        torch.testing.assert_close(b.grad, a.grad)
+
+
+def test_grid_sample_deform_conv_zero_offsets_are_a_conv_and_module_switch():
+    from cmasktrack.modeling.calibration import deform_conv2d_3x3_grid_sample
+
+    torch.manual_seed(5)
+    x = torch.randn(1, 3, 5, 4, dtype=torch.float64)
+    wt = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(deform_conv2d_3x3_grid_sample(x, torch.zeros(1, 18, 5, 4, dtype=torch.float64), wt),
+                               F.conv2d(x, wt, padding=1))
+    m = TemporalCalibration(channels=4, patch_size=2, dilation_patch=1).double()
+    cur, ref = torch.randn(2, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    base = m(cur, ref)
+    m.use_grid_sample = True
+    torch.testing.assert_close(m(cur, ref), base)
+    assert "use_grid_sample" not in str(list(m.state_dict()))

@@ -18,13 +18,58 @@ from torchvision.ops import deform_conv2d
 
 from ..ops import correlation
 
+__all__ = ["TemporalCalibration", "deform_conv2d_3x3_grid_sample"]
+
+
+def deform_conv2d_3x3_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 deformable convolution (stride 1, padding 1, dilation 1, no bias, one offset
+    group) in plain PyTorch: bilinear sampling with ``grid_sample`` and one matrix product.
+
+    The same values as ``torchvision.ops.deform_conv2d(x, offset, weight, padding=(1, 1))``
+    (offsets ``(B, 18, H, W)`` laid out ``(dy, dx)`` per kernel tap in row-major tap order;
+    samples outside the map read zeros), and the same gradients wherever the sampling
+    positions are not integers. Its backward is several times faster on the CPU than
+    torchvision's, which is why training can select it
+    (:attr:`TemporalCalibration.use_grid_sample`); inference keeps torchvision's op.
+    """
+    if x.dim() != 4 or offset.dim() != 4 or weight.shape[-2:] != (3, 3):
+        raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
+                         f"{tuple(x.shape)}, {tuple(offset.shape)}, {tuple(weight.shape)}")
+    b, c, h, w = x.shape
+    if offset.shape != (b, 18, h, w) or weight.size(1) != c:
+        raise ValueError(f"offset must be (B, 18, H, W) = {(b, 18, h, w)} and weight (O, {c}, 3, 3); got "
+                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
+    if h < 2 or w < 2:  # grid_sample cannot address a one-pixel-wide map by coordinate
+        return deform_conv2d(x, offset, weight, padding=(1, 1))
+    off = offset.view(b, 9, 2, h, w)
+    taps = torch.arange(9, device=x.device)
+    ky = (taps // 3 - 1).to(x.dtype).view(1, 9, 1, 1)
+    kx = (taps % 3 - 1).to(x.dtype).view(1, 9, 1, 1)
+    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+    py = ys + ky + off[:, :, 0]  # (B, 9, H, W) sampling rows
+    px = xs + kx + off[:, :, 1]
+    # align_corners=True maps -1 / +1 to the centres of the first / last pixel; zero padding
+    # outside, which is torchvision's bilinear rule (corners outside the map contribute 0).
+    grid = torch.stack([px * (2.0 / (w - 1)) - 1.0, py * (2.0 / (h - 1)) - 1.0], dim=-1)
+    cols = F.grid_sample(x, grid.view(b, 9 * h, w, 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=True)  # (B, C, 9 * H, W)
+    out = torch.matmul(weight.reshape(weight.size(0), c * 9), cols.reshape(b, c * 9, h * w))
+    return out.view(b, weight.size(0), h, w)
+
 
 class TemporalCalibration(nn.Module):
-    """Calibrates target features with reference features; the same weights serve every level."""
+    """Calibrates target features with reference features; the same weights serve every level.
+
+    ``use_grid_sample`` (default False, not saved with the weights) selects
+    :func:`deform_conv2d_3x3_grid_sample` instead of ``torchvision.ops.deform_conv2d``: the same
+    function with a faster CPU backward, for training.
+    """
 
     def __init__(self, channels: int = 256, patch_size: int = 16, dilation_patch: int = 2, num_convs: int = 3):
         super().__init__()
         self.patch_size = patch_size
+        self.use_grid_sample = False
         self.dilation_patch = dilation_patch
         cor_channels = patch_size * patch_size
         self.offset_convs = nn.ModuleList(
@@ -52,6 +97,8 @@ class TemporalCalibration(nn.Module):
     def forward(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``cur`` + DeformConv(``ref``); both (B, C, H, W) (``cur`` may be expanded over B)."""
         off = self.offsets(cur, ref)
+        if self.use_grid_sample:
+            return cur + deform_conv2d_3x3_grid_sample(ref, off, self.deform_weight)
         return cur + deform_conv2d(ref, off, self.deform_weight, padding=(1, 1))
 
     def calibrate_levels(self, cur: Sequence[torch.Tensor], refs: Sequence[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
