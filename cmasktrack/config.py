@@ -84,11 +84,13 @@ class CMaskTrackConfig:
         return str(category_id)
 
     def to_dict(self) -> Dict[str, Any]:
+        """Plain-json form (tuples as lists)."""
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "CMaskTrackConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known - {"model_type", "cmasktrack_version"})
         if unknown:

@@ -47,12 +47,15 @@ class Track:
 
     @property
     def frame_indices(self) -> List[int]:
+        """Frames where the track is present, ascending."""
         return sorted(self.frames)
 
     def box(self, frame: int) -> Optional[np.ndarray]:
+        """(x1, y1, x2, y2) of one frame in original pixels, or None where absent."""
         return self.frames[frame][0] if frame in self.frames else None
 
     def rle(self, frame: int) -> Optional[Dict[str, Any]]:
+        """COCO RLE of one frame, or None where absent."""
         return self.frames[frame][3] if frame in self.frames else None
 
     def mask(self, frame: int) -> Optional[np.ndarray]:
@@ -69,6 +72,7 @@ def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
 
 
 def decode_rle(rle: Dict[str, Any]) -> np.ndarray:
+    """COCO RLE (``counts`` str or bytes) -> dense bool (H, W) mask."""
     r = dict(rle)
     if isinstance(r["counts"], str):
         r["counts"] = r["counts"].encode("ascii")
@@ -107,6 +111,7 @@ class VideoResult:
 
     @property
     def num_frames(self) -> int:
+        """Number of frames of the video."""
         return len(self.frames)
 
     def _name(self, cat: int) -> str:

@@ -40,6 +40,7 @@ class TrackMemory:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every object (the first frame of a video)."""
         self.embeds: Optional[torch.Tensor] = None
         self.boxes: Optional[torch.Tensor] = None
         self.labels: Optional[torch.Tensor] = None

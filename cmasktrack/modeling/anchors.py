@@ -35,9 +35,11 @@ class AnchorGenerator:
 
     @property
     def num_anchors(self) -> int:
+        """Anchors per feature-map cell."""
         return self.cell_anchors[0].size(0)
 
     def grid_anchors(self, level: int, feat_h: int, feat_w: int, device: torch.device) -> torch.Tensor:
+        """(feat_h * feat_w * A, 4) anchors of one level (cached per size and device)."""
         key = (level, feat_h, feat_w, str(device))
         out = self._cache.get(key)
         if out is None:

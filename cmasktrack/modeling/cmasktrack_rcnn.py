@@ -38,6 +38,7 @@ class FrameDetections:
         return int(self.boxes.size(0))
 
     def select(self, idx: torch.Tensor) -> "FrameDetections":
+        """The detections at ``idx``."""
         return FrameDetections(self.boxes[idx], self.scores[idx], self.labels[idx], self.boxes_resized[idx])
 
 
@@ -63,10 +64,12 @@ class CMaskTrackRCNN(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the parameters."""
         return next(self.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """Dtype of the parameters."""
         return next(self.parameters()).dtype
 
     # ------------------------------------------------------------------ per-frame pieces

@@ -92,4 +92,5 @@ class RPN(nn.Module):
         return self.head(feats)
 
     def anchors(self, feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Anchors of every level for these feature maps, in the RPN outputs' order."""
         return self.anchor_generator([tuple(f.shape[-2:]) for f in feats], feats[0].device)
