@@ -248,6 +248,8 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
         report = initialise_model(model, cfg.init)
         log.info(report.summary())
     model.to(device).train()
+    if cfg.fast_deform_conv and model.calibration is not None:
+        model.calibration.use_grid_sample = True
     module: torch.nn.Module = TrainingModule(model, cfg)
     if dd.enabled:
         module = torch.nn.parallel.DistributedDataParallel(
@@ -343,6 +345,8 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
     if dd.enabled:
         dist.barrier()
     model.eval()
+    if model.calibration is not None:
+        model.calibration.use_grid_sample = False  # inference parity: torchvision's deform_conv2d
     return TrainResult(out_dir, it, model, last_log, stopped_early)
 
 
