@@ -107,3 +107,17 @@ def test_multilevel_pooler_uses_each_rois_level():
     for k in range(3):
         ref = _roi_align_ref(feats[lv[k]], rois[k].tolist(), 7, 1.0 / (4 * 2 ** lv[k]))
         torch.testing.assert_close(out[k], ref)
+
+
+def test_pool_shared_matches_transcription_on_every_row():
+    g = torch.Generator().manual_seed(2)
+    feats = [torch.randn(3, 2, 64 // s, 96 // s, generator=g, dtype=torch.float64) for s in (4, 8, 16, 32)]
+    boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0], [10.0, 10.0, 10.5, 30.0], [0.0, 0.0, 95.0, 63.0],
+                          [50.0, 20.0, 51.0, 21.0], [5.0, 5.0, 130.0, 60.0]], dtype=torch.float64)
+    out = MultiLevelRoIAlign(7).pool_shared(feats, boxes)
+    assert out.shape == (3 * 5, 2, 7, 7)
+    lv = map_roi_levels(torch.cat([torch.zeros(5, 1, dtype=torch.float64), boxes], 1), 4).tolist()
+    for r in range(3):
+        for k in range(5):
+            ref = _roi_align_ref(feats[lv[k]], [r] + boxes[k].tolist(), 7, 1.0 / (4 * 2 ** lv[k]))
+            torch.testing.assert_close(out[r * 5 + k], ref, msg=f"row {r} box {k}")

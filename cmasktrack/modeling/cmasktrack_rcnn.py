@@ -101,13 +101,6 @@ class CMaskTrackRCNN(nn.Module):
             cfg.rpn_max_num, cfg.rpn_nms_thresh, cfg.rpn_min_size,
         )
 
-    @staticmethod
-    def _rois(boxes: torch.Tensor, copies: int) -> torch.Tensor:
-        """(N, 4) boxes -> (copies * N, 5) RoIs, copy r on batch row r."""
-        n = boxes.size(0)
-        idx = torch.arange(copies, dtype=boxes.dtype, device=boxes.device).repeat_interleave(n)
-        return torch.cat([idx[:, None], boxes[:, :4].repeat(copies, 1)], dim=1)
-
     def detect(
         self,
         head_feats: Sequence[torch.Tensor],
@@ -121,7 +114,7 @@ class CMaskTrackRCNN(nn.Module):
         cfg = self.config
         copies = head_feats[0].size(0)
         n = proposals.size(0)
-        roi_feats = self.box_roi_pool(head_feats, self._rois(proposals, copies))
+        roi_feats = self.box_roi_pool.pool_shared(head_feats, proposals[:, :4])
         cls_logits, deltas = self.box_head(roi_feats)
         cls_logits = cls_logits.view(copies, n, -1).mean(dim=0)
         deltas = deltas.view(copies, n, -1).mean(dim=0)
@@ -135,7 +128,7 @@ class CMaskTrackRCNN(nn.Module):
 
     def embed(self, feats: Sequence[torch.Tensor], boxes_resized: torch.Tensor) -> torch.Tensor:
         """Track embeddings (N, D) of boxes from the *plain* features of the frame."""
-        roi_feats = self.box_roi_pool(list(feats[:4]), self._rois(boxes_resized, 1))
+        roi_feats = self.box_roi_pool.pool_shared(list(feats[:4]), boxes_resized)
         return self.track_head.embed(roi_feats)
 
     def mask_probs(
@@ -147,6 +140,6 @@ class CMaskTrackRCNN(nn.Module):
         n = boxes_resized.size(0)
         if n == 0:
             return boxes_resized.new_zeros((0, 28, 28))
-        logits = self.mask_head(self.mask_roi_pool(head_feats, self._rois(boxes_resized, copies)))
+        logits = self.mask_head(self.mask_roi_pool.pool_shared(head_feats, boxes_resized))
         logits = logits.view(copies, n, *logits.shape[1:]).mean(dim=0)
         return logits[torch.arange(n, device=logits.device), labels].sigmoid()
