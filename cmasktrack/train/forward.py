@@ -140,5 +140,7 @@ class TrainingModule(nn.Module):
 
     def forward(self, batch: TrainBatch, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
         losses = forward_train(self.model, batch, self.cfg, generator)
+        if self.cfg.match_loss_weight != 1.0:
+            losses["loss_match"] = losses["loss_match"] * self.cfg.match_loss_weight
         losses["total_loss"] = total_loss(losses)
         return losses

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, convert_official_state_dict, load_official_state_dict
 
-__all__ = ["InitReport", "initialise_model", "detect_checkpoint_kind", "torchvision_to_cmasktrack_key"]
+__all__ = ["InitReport", "initialise_model", "detect_checkpoint_kind", "torchvision_to_cmasktrack_key",
+           "normalise_frozen_batchnorm"]
 
 #: Layers whose shape depends on the number of classes.
 CLASS_SPECIFIC = ("box_head.fc_cls.", "box_head.fc_reg.", "mask_head.conv_logits.")
@@ -202,3 +203,36 @@ def initialise_model(model: nn.Module, source: str) -> InitReport:
     mapped = {f"backbone.body.{k}": v for k, v in sd.items()
               if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
     return _apply(model, mapped, kind, source, allow_partial=True, required=("backbone.body.",))
+
+
+@torch.no_grad()
+def normalise_frozen_batchnorm(model: nn.Module, images: torch.Tensor, eps: float = 1e-5) -> int:
+    """Data-dependent initialisation of a from-scratch backbone's frozen BatchNorm layers.
+
+    A randomly initialised ResNet has frozen BatchNorm layers that are identities
+    (mean 0, variance 1, weight 1, bias 0), so nothing normalises its activations. This sets
+    each layer's ``running_mean`` / ``running_var`` to the per-channel mean and variance of its
+    input on ``images`` (normalised (B, 3, H, W) frames), in network order in one forward pass,
+    so that at the start of training every BatchNorm outputs zero-mean, unit-variance channels,
+    as a trained BatchNorm would. The layers stay frozen and the architecture is unchanged.
+
+    Returns the number of layers set.
+    """
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    if images.dim() != 4:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    layers = [m for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
+
+    def hook(module: nn.Module, inputs):
+        x = inputs[0].float()
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False).clamp_min(eps) - module.eps)
+
+    handles = [m.register_forward_pre_hook(hook) for m in layers]
+    try:
+        model.backbone.body(images.to(next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return len(layers)

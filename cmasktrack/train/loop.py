@@ -247,6 +247,14 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
     if resume_from is None and cfg.init:
         report = initialise_model(model, cfg.init)
         log.info(report.summary())
+    if resume_from is None and not cfg.init and cfg.data_init_frames > 0:
+        from .init import normalise_frozen_batchnorm
+
+        n = min(cfg.data_init_frames, len(dataset))
+        picks = np.random.default_rng(cfg.seed).choice(len(dataset), n, replace=False)
+        frames = collate_train([dataset[(int(i), cfg.seed)] for i in picks]).images
+        count = normalise_frozen_batchnorm(model, frames)
+        log.info(f"set the statistics of {count} frozen BatchNorm layers from {n} training frames")
     model.to(device).train()
     if cfg.fast_deform_conv and model.calibration is not None:
         model.calibration.use_grid_sample = True
