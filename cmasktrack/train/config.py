@@ -279,7 +279,7 @@ def _cpu_synthetic() -> TrainConfig:
     channels at the synthetic frames' own 320x192, small heads, trained from scratch on the CPU
     for a 30-minute budget, with the fast deformable conv for the calibration's backward."""
     return TrainConfig(
-        model=dict(depth=18, fpn_channels=64, box_head_fc=256, track_head_fc=128, image_scale=(320, 192),
+        model=dict(depth=18, fpn_channels=64, box_head_fc=96, track_head_fc=64, image_scale=(320, 192),
                    rpn_pre_nms_top_n=300, rpn_post_nms_top_n=100, rpn_max_num=100, detections_per_img=20),
         images_per_gpu=2,
         workers_per_gpu=1,
