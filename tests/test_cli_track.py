@@ -92,3 +92,17 @@ def test_convert(tmp_path, capsys):
     assert w["box_head.fc_cls.weight"].dtype == torch.float16
     assert torch.equal(w["backbone.fpn.inner_blocks.1.0.weight"], sd["neck.lateral_convs.1.conv.weight"].half())
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_classes"] == 41
+
+
+def test_default_model_is_the_shipped_demo(synth, tmp_path, capsys):
+    import cmasktrack
+
+    assert os.path.isfile(os.path.join(cmasktrack.DEMO_MODEL, "model.safetensors"))
+    root, ann = synth
+    ds = VISDataset.from_json(ann, image_root=root / "frames")
+    vid = ds.video_ids[0]
+    out = tmp_path / "d.json"
+    assert main(["track", os.path.dirname(ds.frame_paths(vid)[0]), "--out", str(out), "--quiet",
+                 "--device", "cpu"]) == 0
+    entries = json.loads(out.read_text())
+    assert all(e["category_id"] in (1, 2, 3, 4, 5) for e in entries)  # the five synthetic categories
