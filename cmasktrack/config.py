@@ -12,6 +12,15 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+def read_json(path: str) -> Any:
+    """The content of a json file; a clear error naming the file when it is not valid json."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
 @dataclass
 class CMaskTrackConfig:
     """Everything needed to build a CMaskTrack R-CNN and run it on video.
@@ -113,11 +122,7 @@ class CMaskTrackConfig:
         """Read ``config.json`` (``path`` is a directory or the file)."""
         if os.path.isdir(path):
             path = os.path.join(path, CONFIG_NAME)
-        with open(path) as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not valid JSON: {e}") from None
+        d = read_json(path)
         if d.get("model_type", "cmasktrack") != "cmasktrack":
             raise ValueError(f"{path} is a config for model_type={d.get('model_type')!r}, not cmasktrack")
         return cls.from_dict(d)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ..config import CMaskTrackConfig
+from ..config import CMaskTrackConfig, read_json
 
 __all__ = ["TrainConfig", "PRESETS", "TRAIN_CONFIG_NAME"]
 
@@ -216,12 +216,7 @@ class TrainConfig:
         """Read a json file written by :meth:`save` (or by hand; ``"preset"`` allowed)."""
         if os.path.isdir(path):
             path = os.path.join(path, TRAIN_CONFIG_NAME)
-        with open(path) as f:
-            try:
-                d = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated)."""
