@@ -160,6 +160,12 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, correlation extension: "
           f"{ops.has_extension()}")
+    if not args.quick:
+        # First, before this process's own thread pool is busy: its idle OpenMP threads would
+        # compete with the child processes.
+        m20, m200 = peak_rss_mb(20), peak_rss_mb(200)
+        print(f"peak RSS 320x192 (2+2 refs, 300 proposals, 10 detections/frame): 20 frames {m20:.0f} MB, "
+              f"200 frames {m200:.0f} MB (ratio {m200 / m20:.3f})")
     peak = mm_peak_gflops()
     print(f"torch.mm fp32 peak: {peak:.1f} GFLOP/s")
     frames = make_frames(args.frames)
@@ -182,10 +188,6 @@ def main() -> None:
         total = sum(timings.values())
         print("    breakdown: " + ", ".join(f"{k} {v / len(frames[:n]):.2f}s ({v / total:.0%})"
                                           for k, v in sorted(timings.items(), key=lambda kv: -kv[1])))
-    if not args.quick:
-        m20, m200 = peak_rss_mb(20), peak_rss_mb(200)
-        print(f"peak RSS 320x192 (2+2 refs, 300 proposals, 10 detections/frame): 20 frames {m20:.0f} MB, 200 frames {m200:.0f} MB "
-              f"(ratio {m200 / m20:.3f})")
     print(json.dumps({k: {"s_per_frame": v[0], "gflop": v[1] / 1e9} for k, v in rows.items()}))
 
 
