@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -133,14 +133,3 @@ def ovis_config(**overrides: Any) -> CMaskTrackConfig:
     from .categories import OVIS_CATEGORIES
 
     return CMaskTrackConfig(category_names=list(OVIS_CATEGORIES), dataset="ovis", **overrides)
-
-
-def ytvis2019_masktrack_config(**overrides: Any) -> CMaskTrackConfig:
-    """The official MaskTrack R-CNN YouTube-VIS 2019 configuration (40 categories, no calibration)."""
-    from .categories import YTVIS2019_CATEGORIES
-
-    kw: Dict[str, Any] = dict(num_classes=41, calibration=False, num_refs=0,
-                              category_names=list(YTVIS2019_CATEGORIES), dataset="ytvis2019")
-    kw.update(overrides)
-    return CMaskTrackConfig(**kw)
-

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -75,12 +75,11 @@ class TrackMemory:
         best = np.full(num_old, -100.0)
         winner = np.full(num_old, -1, dtype=np.int64)
         new_rows: List[int] = []
-        for i, m in enumerate(match_ids.tolist()):
+        for i, (m, score) in enumerate(zip(match_ids.tolist(), best_scores.tolist())):
             if m == 0:
                 ids[i] = num_old + len(new_rows)
                 new_rows.append(i)
             else:
-                score = float(best_scores[i])
                 if score > best[m - 1]:
                     best[m - 1] = score
                     if winner[m - 1] >= 0:

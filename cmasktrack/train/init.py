@@ -95,19 +95,6 @@ def detect_checkpoint_kind(sd: Mapping[str, torch.Tensor]) -> str:
                           "a torchvision ResNet or a cmasktrack model directory")
 
 
-def _load_plain(path: str) -> Dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} could not be read as a PyTorch weights file with weights_only=True "
-                              f"({type(e).__name__})") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict of tensors")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in obj.items()}
-
-
 def _apply(model: nn.Module, mapped: Dict[str, torch.Tensor], kind: str, source: str,
            allow_partial: bool, required: Tuple[str, ...] = ()) -> InitReport:
     """Load ``mapped`` (cmasktrack names) into ``model``, skipping class-specific layers whose
@@ -163,10 +150,9 @@ def initialise_model(model: nn.Module, source: str) -> InitReport:
         return _apply(model, dict(state), "cmasktrack", source, allow_partial=True)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"initialisation checkpoint not found: {source}")
-    sd = _load_plain(source)
+    sd = load_official_state_dict(source)  # weights_only, "state_dict" unwrapped, "module." stripped
     kind = detect_checkpoint_kind(sd)
     if kind == "mmdet":
-        sd = load_official_state_dict(source)
         own = model.state_dict()
         if model.calibration is None:
             sd = {k: v for k, v in sd.items()
