@@ -107,6 +107,49 @@ def test_resume_gives_identical_parameters(tiny, tmp_path):
     assert not torch.equal(init["box_head.fc_cls.weight"], a["box_head.fc_cls.weight"])
 
 
+def test_from_scratch_options_train_every_stage_and_batchnorm(tiny, tmp_path):
+    """train_batchnorm + frozen_stages=-1 + AdamW: the stem and the BatchNorm statistics and
+    affine values move, the saved model keeps the frozen-BatchNorm layout and its eval output
+    uses the learnt running statistics."""
+    from cmasktrack.model import CMaskTrack
+
+    ann, frames = tiny
+    cfg = tiny_cfg(max_iters=4, train_batchnorm=True, frozen_stages=-1, optimizer="adamw", lr=1e-3,
+                   bn_momentum=0.5)
+    ds = VISTrainDataset(ann, frames, scale=(128, 80))
+    init = build_model(cfg, ds, cfg.seed).state_dict()
+    result = train(cfg, ann, frames, tmp_path / "run", progress=False)
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert saved.keys() == init.keys()
+    for key in ("backbone.body.conv1.weight", "backbone.body.bn1.weight", "backbone.body.bn1.running_mean",
+                "backbone.body.layer1.0.bn1.running_var", "backbone.body.layer4.1.bn2.bias"):
+        assert not torch.equal(saved[key], init[key]), key
+    # running statistics are averages of batch statistics: finite and positive variances
+    assert all(bool((saved[k] > 0).all()) for k in saved if k.endswith("running_var"))
+    loaded = CMaskTrack.from_pretrained(tmp_path / "run", device="cpu")
+    x = torch.randn(1, 3, 80, 128)
+    with torch.no_grad():
+        for a, b in zip(loaded.backbone(x), result.model.backbone(x)):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_match_loss_weight_scales_the_match_loss(tiny):
+    from cmasktrack.train import TrainingModule
+
+    ann, frames = tiny
+    ds = VISTrainDataset(ann, frames, scale=(128, 80), flip_ratio=0.0)
+    batch = collate_train([ds[(i, 3)] for i in range(2)])
+    cfg = tiny_cfg()
+    model = build_model(cfg, ds, cfg.seed).train()
+    with torch.no_grad():
+        plain = forward_train(model, batch, cfg, torch.Generator().manual_seed(1))
+        weighted = TrainingModule(model, cfg.replace(match_loss_weight=0.25))(batch, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(weighted["loss_match"], 0.25 * plain["loss_match"])
+    expected = sum(v for k, v in plain.items() if k.startswith("loss") and k != "loss_match")
+    torch.testing.assert_close(weighted["total_loss"], expected + 0.25 * plain["loss_match"])
+    torch.testing.assert_close(weighted["loss_mask"], plain["loss_mask"])
+
+
 def test_cli(tiny, tmp_path, capsys):
     from cmasktrack.train.cli import main
 

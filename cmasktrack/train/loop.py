@@ -86,9 +86,11 @@ def iteration_seed(seed: int, rank: int, iteration: int) -> int:
     return int(np.random.SeedSequence([int(seed), 7, int(rank), int(iteration)]).generate_state(1)[0])
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.SGD:
-    """SGD over the trainable parameters (weight decay on all of them, as official)."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD (official; weight decay on all trainable parameters) or AdamW (``cfg.optimizer``)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -255,9 +257,14 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
         frames = collate_train([dataset[(int(i), cfg.seed)] for i in picks]).images
         count = normalise_frozen_batchnorm(model, frames)
         log.info(f"set the statistics of {count} frozen BatchNorm layers from {n} training frames")
+    from .norm import freeze_batchnorm, prepare_backbone
+
+    n_bn = prepare_backbone(model.backbone.body, cfg.frozen_stages, cfg.train_batchnorm, cfg.bn_momentum)
+    if n_bn:
+        log.info(f"training {n_bn} BatchNorm layers (saved as frozen BatchNorm)")
     model.to(device).train()
     if cfg.fast_deform_conv and model.calibration is not None:
-        model.calibration.use_grid_sample = True
+        model.calibration.deform_impl = "grid_sample"
     module: torch.nn.Module = TrainingModule(model, cfg)
     if dd.enabled:
         module = torch.nn.parallel.DistributedDataParallel(
@@ -347,6 +354,10 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
                 save_checkpoint(out_dir, it, model, optimizer, scheduler, scaler, cfg, cfg.keep_checkpoints)
             break
     log.close()
+    if cfg.train_batchnorm and cfg.precise_bn_batches > 0:
+        n = _precise_batchnorm(model, dataset, cfg, device)
+        log.info(f"BatchNorm statistics recomputed on {n} batches of {cfg.images_per_gpu} frame pairs")
+    freeze_batchnorm(model)  # same state dict; eval-mode behaviour of the inference model
     if dd.main:
         model.save_pretrained(out_dir)
         log.info(f"saved the model to {out_dir} ({it} iterations, {_fmt_time(time.time() - t_start)})")
@@ -354,7 +365,7 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
         dist.barrier()
     model.eval()
     if model.calibration is not None:
-        model.calibration.use_grid_sample = False  # inference parity: torchvision's deform_conv2d
+        model.calibration.deform_impl = "auto"  # inference
     return TrainResult(out_dir, it, model, last_log, stopped_early)
 
 
@@ -364,6 +375,23 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _precise_batchnorm(model, dataset: VISTrainDataset, cfg: TrainConfig, device: torch.device) -> int:
+    """Recompute the trained BatchNorm statistics on ``cfg.precise_bn_batches`` batches drawn
+    with the run's seed (the same on every process, so DDP replicas stay identical)."""
+    from .norm import frozen_prefixes, recompute_batchnorm_statistics
+
+    n = cfg.precise_bn_batches * cfg.images_per_gpu
+    rng = np.random.default_rng([cfg.seed, 11])
+    picks = rng.choice(len(dataset), n, replace=n > len(dataset))
+
+    def batches():
+        for k in range(0, n, cfg.images_per_gpu):
+            b = collate_train([dataset[(int(i), cfg.seed + 1)] for i in picks[k:k + cfg.images_per_gpu]])
+            yield torch.cat([b.images, b.ref_images]).to(device)
+
+    return recompute_batchnorm_statistics(model.backbone.body, batches(), skip=frozen_prefixes(cfg.frozen_stages))
 
 
 def _should_checkpoint(cfg: TrainConfig, it: int, ipe: int, max_iters: int) -> bool:
