@@ -1,5 +1,6 @@
 """Temporal calibration: correlation scaling, offset layout of the deformable conv."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -106,3 +107,43 @@ def test_grid_sample_deform_conv_zero_offsets_are_a_conv_and_module_switch():
     m.use_grid_sample = True
     torch.testing.assert_close(m(cur, ref), base)
     assert "use_grid_sample" not in str(list(m.state_dict()))
+
+
+@pytest.mark.parametrize("shape,scale", [((2, 5, 7, 6, 9), 1.5), ((1, 8, 8, 1, 1), 2.0), ((3, 4, 6, 5, 4), 4.0),
+                                         ((1, 3, 3, 7, 7), 0.0), ((2, 16, 16, 12, 10), 8.0)])
+def test_gather_deform_conv_matches_torchvision(shape, scale):
+    """Project-then-sample equals torchvision's deform_conv2d: random, integer, far-outside and
+    border-straddling sampling positions, in float64 (exact up to rounding) and float32."""
+    from torchvision.ops import deform_conv2d
+
+    from cmasktrack.modeling.calibration import deform_conv2d_3x3_gather
+
+    b, c, o, h, w = shape
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    wt = torch.randn(o, c, 3, 3, generator=g, dtype=torch.float64)
+    off = torch.randn(b, 18, h, w, generator=g, dtype=torch.float64) * scale
+    off[:, :6] = torch.round(off[:, :6])  # integer positions (corners exactly on pixels)
+    off[:, 6:8, 0, 0] = torch.tensor([-1.0, -0.999], dtype=torch.float64)  # at / just inside the -1 limit
+    ref = deform_conv2d(x, off, wt, padding=(1, 1))
+    torch.testing.assert_close(deform_conv2d_3x3_gather(x, off, wt), ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(deform_conv2d_3x3_gather(x.float(), off.float(), wt.float()), ref.float(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_module_deform_impls_agree():
+    torch.manual_seed(2)
+    m = TemporalCalibration(channels=8, patch_size=2, dilation_patch=1).double()
+    with torch.no_grad():
+        m.conv_offset.weight.mul_(50)  # offsets of a few pixels
+    cur, ref = torch.randn(3, 8, 6, 7, dtype=torch.float64), torch.randn(3, 8, 6, 7, dtype=torch.float64)
+    m.deform_impl = "torchvision"
+    with torch.no_grad():
+        base = m(cur, ref)
+        assert float(m.offsets(cur, ref).abs().max()) > 1.0
+        for impl in ("auto", "gather", "grid_sample"):
+            m.deform_impl = impl
+            torch.testing.assert_close(m(cur, ref), base, rtol=1e-10, atol=1e-10)
+    m.deform_impl = "nonsense"
+    with pytest.raises(ValueError, match="deform_impl"):
+        m(cur, ref)

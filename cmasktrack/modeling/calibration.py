@@ -18,7 +18,75 @@ from torchvision.ops import deform_conv2d
 
 from ..ops import correlation
 
-__all__ = ["TemporalCalibration", "deform_conv2d_3x3_grid_sample"]
+__all__ = ["TemporalCalibration", "deform_conv2d_3x3_grid_sample", "deform_conv2d_3x3_gather"]
+
+
+def _bilinear_taps(offset: torch.Tensor, h: int, w: int):
+    """Corner rows and weights of the 3x3 deformable conv's bilinear samples, with
+    torchvision's rule (``deform_conv2d``'s ``bilinear_interpolate``): a sample at or beyond
+    one pixel outside the map is 0, and corners outside the map contribute 0.
+
+    ``offset`` (B, 18, H, W), (dy, dx) per tap. Returns ``rows`` (B, H, W, 9, 4) int64 — the
+    flat pixel index y * W + x of each corner within its image, clamped into the map — and
+    ``weights`` (B, H, W, 9, 4) in the corner order (low, low), (low, high), (high, low),
+    (high, high) of (y, x)."""
+    b = offset.size(0)
+    dt, dev = offset.dtype, offset.device
+    off = offset.view(b, 9, 2, h, w)
+    taps = torch.arange(9, device=dev)
+    py = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1) + (taps // 3 - 1).to(dt).view(1, 9, 1, 1) + off[:, :, 0]
+    px = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w) + (taps % 3 - 1).to(dt).view(1, 9, 1, 1) + off[:, :, 1]
+    inside = (py > -1) & (py < h) & (px > -1) & (px < w)
+    y0, x0 = torch.floor(py), torch.floor(px)
+    ly, lx = py - y0, px - x0
+    hy, hx = 1 - ly, 1 - lx
+    y0, x0 = y0.long(), x0.long()
+    y1, x1 = y0 + 1, x0 + 1
+    vy0, vy1 = (y0 >= 0), (y1 <= h - 1)
+    vx0, vx1 = (x0 >= 0), (x1 <= w - 1)
+    zero = torch.zeros((), dtype=dt, device=dev)
+    weights = torch.stack([
+        torch.where(inside & vy0 & vx0, hy * hx, zero),
+        torch.where(inside & vy0 & vx1, hy * lx, zero),
+        torch.where(inside & vy1 & vx0, ly * hx, zero),
+        torch.where(inside & vy1 & vx1, ly * lx, zero),
+    ], dim=-1)  # (B, 9, H, W, 4)
+    y0c, y1c = y0.clamp(0, h - 1), y1.clamp(0, h - 1)
+    x0c, x1c = x0.clamp(0, w - 1), x1.clamp(0, w - 1)
+    rows = torch.stack([y0c * w + x0c, y0c * w + x1c, y1c * w + x0c, y1c * w + x1c], dim=-1)
+    return rows.permute(0, 2, 3, 1, 4), weights.permute(0, 2, 3, 1, 4)
+
+
+def deform_conv2d_3x3_gather(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 deformable convolution (stride 1, padding 1, no bias, one offset group) computed
+    as "project, then sample": bilinear sampling is linear in the channels, so
+    ``sum_k W_k . sample_k(x) == sum_k sample_k(W_k . x)``. One matrix product gives the nine
+    projected maps ``W_k . x`` (channels last), and one ``embedding_bag`` with per-sample
+    weights gathers and sums the 9 taps x 4 bilinear corners of every output pixel from
+    contiguous rows. The same function as ``torchvision.ops.deform_conv2d(x, offset, weight,
+    padding=(1, 1))`` (same sampling rule, offsets (dy, dx) per tap in row-major tap order),
+    equal up to float rounding (summation order), and on the CPU several times faster than
+    torchvision's im2col kernel, whose bilinear column buffer dominates its time. Forward
+    only (inference); the images of the batch are done one at a time to bound memory.
+    """
+    if x.dim() != 4 or offset.dim() != 4 or weight.dim() != 4 or weight.shape[-2:] != (3, 3):
+        raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
+                         f"{tuple(x.shape)}, {tuple(offset.shape)}, {tuple(weight.shape)}")
+    b, c, h, w = x.shape
+    o = weight.size(0)
+    if offset.shape != (b, 18, h, w) or weight.size(1) != c:
+        raise ValueError(f"offset must be (B, 18, H, W) = {(b, 18, h, w)} and weight (O, {c}, 3, 3); got "
+                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
+    rows, weights = _bilinear_taps(offset, h, w)
+    taps = torch.arange(9, device=x.device).view(1, 9, 1)
+    proj = weight.permute(2, 3, 0, 1).reshape(9 * o, c)  # row k * O + o = W[o, :, k]
+    out = x.new_empty(b, h * w, o)
+    for i in range(b):
+        z = torch.matmul(x[i].reshape(c, h * w).t(), proj.t())  # (HW, 9 * O): pixel-major, then tap
+        idx = (rows[i].reshape(h * w, 9, 4) * 9 + taps).reshape(h * w, 36)
+        out[i] = F.embedding_bag(idx, z.view(h * w * 9, o), per_sample_weights=weights[i].reshape(h * w, 36),
+                                 mode="sum")
+    return out.permute(0, 2, 1).reshape(b, o, h, w)
 
 
 def deform_conv2d_3x3_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -30,7 +98,7 @@ def deform_conv2d_3x3_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight:
     samples outside the map read zeros), and the same gradients wherever the sampling
     positions are not integers. Its backward is several times faster on the CPU than
     torchvision's, which is why training can select it
-    (:attr:`TemporalCalibration.use_grid_sample`); inference keeps torchvision's op.
+    (:attr:`TemporalCalibration.deform_impl` ``"grid_sample"``).
     """
     if x.dim() != 4 or offset.dim() != 4 or weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
@@ -61,15 +129,20 @@ def deform_conv2d_3x3_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight:
 class TemporalCalibration(nn.Module):
     """Calibrates target features with reference features; the same weights serve every level.
 
-    ``use_grid_sample`` (default False, not saved with the weights) selects
-    :func:`deform_conv2d_3x3_grid_sample` instead of ``torchvision.ops.deform_conv2d``: the same
-    function with a faster CPU backward, for training.
+    ``deform_impl`` (not saved with the weights) chooses how the deformable conv is computed;
+    all give the same function: ``"torchvision"`` (``torchvision.ops.deform_conv2d``),
+    ``"gather"`` (:func:`deform_conv2d_3x3_gather`, the fastest CPU forward),
+    ``"grid_sample"`` (:func:`deform_conv2d_3x3_grid_sample`, the fastest CPU backward: what
+    training uses), ``"auto"`` (default: ``"gather"`` for CPU tensors outside autograd,
+    torchvision's otherwise).
     """
+
+    DEFORM_IMPLS = ("auto", "torchvision", "gather", "grid_sample")
 
     def __init__(self, channels: int = 256, patch_size: int = 16, dilation_patch: int = 2, num_convs: int = 3):
         super().__init__()
         self.patch_size = patch_size
-        self.use_grid_sample = False
+        self.deform_impl = "auto"
         self.dilation_patch = dilation_patch
         cor_channels = patch_size * patch_size
         self.offset_convs = nn.ModuleList(
@@ -97,9 +170,31 @@ class TemporalCalibration(nn.Module):
     def forward(self, cur: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``cur`` + DeformConv(``ref``); both (B, C, H, W) (``cur`` may be expanded over B)."""
         off = self.offsets(cur, ref)
-        if self.use_grid_sample:
-            return cur + deform_conv2d_3x3_grid_sample(ref, off, self.deform_weight)
-        return cur + deform_conv2d(ref, off, self.deform_weight, padding=(1, 1))
+        return cur + self.deform_conv(ref, off)
+
+    def deform_conv(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """The 3x3 deformable conv of ``x`` with ``offset``, by ``deform_impl``."""
+        impl = self.deform_impl
+        if impl not in self.DEFORM_IMPLS:
+            raise ValueError(f"deform_impl must be one of {self.DEFORM_IMPLS}, got {impl!r}")
+        if impl == "auto":
+            grad = torch.is_grad_enabled() and (x.requires_grad or offset.requires_grad
+                                                or self.deform_weight.requires_grad)
+            impl = "gather" if x.device.type == "cpu" and not grad else "torchvision"
+        if impl == "gather":
+            return deform_conv2d_3x3_gather(x, offset, self.deform_weight)
+        if impl == "grid_sample":
+            return deform_conv2d_3x3_grid_sample(x, offset, self.deform_weight)
+        return deform_conv2d(x, offset, self.deform_weight, padding=(1, 1))
+
+    @property
+    def use_grid_sample(self) -> bool:
+        """``deform_impl == "grid_sample"`` (kept for compatibility)."""
+        return self.deform_impl == "grid_sample"
+
+    @use_grid_sample.setter
+    def use_grid_sample(self, value: bool) -> None:
+        self.deform_impl = "grid_sample" if value else "auto"
 
     def calibrate_levels(self, cur: Sequence[torch.Tensor], refs: Sequence[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
         """Calibrate every level of one target frame against R references in one batch.
