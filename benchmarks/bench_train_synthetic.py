@@ -105,6 +105,9 @@ def train_variant(name: str, args, data: Dict[str, Path], out: Path) -> Dict[str
                                    by_epoch=False, max_iters=iters,
                                    lr_steps=(int(iters * 0.75), int(iters * 0.9)),
                                    warmup_iters=min(base.warmup_iters, max(1, iters // 10)))
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        changes[key] = json.loads(value)
     if args.lr:
         changes["lr"] = args.lr
     if args.batch:
@@ -148,6 +151,9 @@ def _child_argv(args, name: str, threads: int) -> List[str]:
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
+        elif key == "set":
+            for item in value:
+                argv += [flag, item]
         elif isinstance(value, (list, tuple)):
             argv += [flag, *map(str, value)]
         else:
@@ -174,6 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iters", type=int, default=0, help="planned iterations (default: the preset's max_iters)")
     p.add_argument("--init", default=None, help="pretrained weights (default: from scratch)")
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--set", action="append", metavar="KEY=JSON",
+                   help="override a TrainConfig field, e.g. --set optimizer='\"adamw\"' (repeatable)")
     p.add_argument("--batch", type=int, default=None, help="frame pairs per iteration (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
