@@ -50,6 +50,12 @@ def test_preset_with_overrides_and_errors(tmp_path):
         TrainConfig(model={"depth": 7})
     with pytest.raises(ValueError, match="lr_steps"):
         TrainConfig(lr_steps=(11, 8))
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match="frozen_stages"):
+        TrainConfig(frozen_stages=5)
+    with pytest.raises(ValueError, match="train_batchnorm"):
+        TrainConfig(precise_bn_batches=10)
 
 
 def test_lr_factor_hand_values():

@@ -148,6 +148,8 @@ class TrainConfig:
             (-1 <= self.frozen_stages <= 4, "frozen_stages must be in [-1, 4]"),
             (0.0 < self.bn_momentum <= 1.0, "bn_momentum must be in (0, 1]"),
             (self.precise_bn_batches >= 0, "precise_bn_batches must be >= 0"),
+            (self.precise_bn_batches == 0 or self.train_batchnorm,
+             "precise_bn_batches needs train_batchnorm (frozen BatchNorm statistics are fixed)"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}"),
             (self.workers_per_gpu >= 0, "workers_per_gpu must be >= 0"),
             (0.0 <= self.flip_ratio <= 1.0, "flip_ratio must be in [0, 1]"),
