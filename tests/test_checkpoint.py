@@ -1,6 +1,5 @@
 """Official checkpoint conversion: every official key lands, nothing is left over."""
 
-import pickle
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from cmasktrack.checkpoint import (CheckpointError, convert_official_state_dict,
                                    load_official_state_dict)
 from cmasktrack.model import CMaskTrack
 
-from official_keys import official_shapes, official_state_dict
+from official_keys import official_state_dict
 
 # The parameter correspondences, spelled out by hand for one of each kind.
 HAND_MAP = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import colorsys
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,6 +17,7 @@ from random weights, whose activations then nothing normalises. For that case tr
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -29,13 +30,12 @@ class TrainableBatchNorm2d(nn.Module):
     """BatchNorm2d with FrozenBatchNorm2d's state-dict layout (no ``num_batches_tracked``).
 
     Train mode normalises with the batch statistics and updates the running ones with
-    ``momentum``; eval mode is exactly :class:`FrozenBatchNorm2d` (running statistics).
+    ``momentum``; eval mode is :class:`FrozenBatchNorm2d`'s function (running statistics; the
+    same up to float rounding).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        import torch
-
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -136,8 +136,6 @@ def recompute_batchnorm_statistics(body: nn.Module, batches, skip: tuple = ()) -
     training lag behind weights that are still changing; inference should use these instead.
     Layer types are left as they were. Returns the number of batches used.
     """
-    import torch
-
     was_training = body.training
     converted = make_batchnorm_trainable(body, skip=tuple(skip))
     layers = [m for n, m in body.named_modules() if isinstance(m, TrainableBatchNorm2d) and not n.startswith(tuple(skip))]
