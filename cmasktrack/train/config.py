@@ -121,7 +121,7 @@ class TrainConfig:
     match_loss_weight: float = 1.0
     #: Train the calibration's deformable conv with the pure-PyTorch ``grid_sample``
     #: implementation (same values and gradients, several times faster backward on the CPU);
-    #: the saved model is unaffected (inference uses torchvision's op).
+    #: the saved model is unaffected (inference picks its own implementation, ``deform_impl``).
     fast_deform_conv: bool = False
     # --- loop --------------------------------------------------------------------------------
     seed: int = 0
