@@ -104,9 +104,9 @@ def test_grid_sample_deform_conv_zero_offsets_are_a_conv_and_module_switch():
     m = TemporalCalibration(channels=4, patch_size=2, dilation_patch=1).double()
     cur, ref = torch.randn(2, 4, 6, 5, dtype=torch.float64), torch.randn(2, 4, 6, 5, dtype=torch.float64)
     base = m(cur, ref)
-    m.use_grid_sample = True
+    m.deform_impl = "grid_sample"
     torch.testing.assert_close(m(cur, ref), base)
-    assert "use_grid_sample" not in str(list(m.state_dict()))
+    assert "deform_impl" not in str(list(m.state_dict()))
 
 
 @pytest.mark.parametrize("shape,scale", [((2, 5, 7, 6, 9), 1.5), ((1, 8, 8, 1, 1), 2.0), ((3, 4, 6, 5, 4), 4.0),

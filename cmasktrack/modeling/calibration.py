@@ -34,8 +34,10 @@ def _bilinear_taps(offset: torch.Tensor, h: int, w: int):
     dt, dev = offset.dtype, offset.device
     off = offset.view(b, 9, 2, h, w)
     taps = torch.arange(9, device=dev)
-    py = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1) + (taps // 3 - 1).to(dt).view(1, 9, 1, 1) + off[:, :, 0]
-    px = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w) + (taps % 3 - 1).to(dt).view(1, 9, 1, 1) + off[:, :, 1]
+    ky = (taps // 3 - 1).to(dt).view(1, 9, 1, 1)
+    kx = (taps % 3 - 1).to(dt).view(1, 9, 1, 1)
+    py = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1) + ky + off[:, :, 0]
+    px = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w) + kx + off[:, :, 1]
     inside = (py > -1) & (py < h) & (px > -1) & (px < w)
     y0, x0 = torch.floor(py), torch.floor(px)
     ly, lx = py - y0, px - x0
@@ -66,8 +68,9 @@ def deform_conv2d_3x3_gather(x: torch.Tensor, offset: torch.Tensor, weight: torc
     contiguous rows. The same function as ``torchvision.ops.deform_conv2d(x, offset, weight,
     padding=(1, 1))`` (same sampling rule, offsets (dy, dx) per tap in row-major tap order),
     equal up to float rounding (summation order), and on the CPU several times faster than
-    torchvision's im2col kernel, whose bilinear column buffer dominates its time. Forward
-    only (inference); the images of the batch are done one at a time to bound memory.
+    torchvision's im2col kernel, whose bilinear column buffer dominates its time. Meant for
+    inference (training uses the ``grid_sample`` form, whose backward is faster); the images of
+    the batch are done one at a time to bound memory.
     """
     if x.dim() != 4 or offset.dim() != 4 or weight.dim() != 4 or weight.shape[-2:] != (3, 3):
         raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
@@ -186,15 +189,6 @@ class TemporalCalibration(nn.Module):
         if impl == "grid_sample":
             return deform_conv2d_3x3_grid_sample(x, offset, self.deform_weight)
         return deform_conv2d(x, offset, self.deform_weight, padding=(1, 1))
-
-    @property
-    def use_grid_sample(self) -> bool:
-        """``deform_impl == "grid_sample"`` (kept for compatibility)."""
-        return self.deform_impl == "grid_sample"
-
-    @use_grid_sample.setter
-    def use_grid_sample(self, value: bool) -> None:
-        self.deform_impl = "grid_sample" if value else "auto"
 
     def calibrate_levels(self, cur: Sequence[torch.Tensor], refs: Sequence[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
         """Calibrate every level of one target frame against R references in one batch.
