@@ -21,6 +21,31 @@ from ..ops import correlation
 __all__ = ["TemporalCalibration", "deform_conv2d_3x3_grid_sample", "deform_conv2d_3x3_gather"]
 
 
+def _check_deform_args(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> None:
+    """The shapes the 3x3 deformable convs of this module take (one offset group)."""
+    if x.dim() != 4 or offset.dim() != 4 or weight.dim() != 4 or weight.shape[-2:] != (3, 3):
+        raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
+                         f"{tuple(x.shape)}, {tuple(offset.shape)}, {tuple(weight.shape)}")
+    b, c, h, w = x.shape
+    if offset.shape != (b, 18, h, w) or weight.size(1) != c:
+        raise ValueError(f"offset must be (B, 18, H, W) = {(b, 18, h, w)} and weight (O, {c}, 3, 3); got "
+                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
+
+
+def _sample_positions(offset: torch.Tensor, h: int, w: int):
+    """Rows and columns (B, 9, H, W) where the 3x3 deformable conv samples: pixel + tap
+    position (row-major taps, -1..1) + offset ((dy, dx) per tap, torchvision's layout)."""
+    b = offset.size(0)
+    dt, dev = offset.dtype, offset.device
+    off = offset.view(b, 9, 2, h, w)
+    taps = torch.arange(9, device=dev)
+    ky = (taps // 3 - 1).to(dt).view(1, 9, 1, 1)
+    kx = (taps % 3 - 1).to(dt).view(1, 9, 1, 1)
+    py = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1) + ky + off[:, :, 0]
+    px = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w) + kx + off[:, :, 1]
+    return py, px
+
+
 def _bilinear_taps(offset: torch.Tensor, h: int, w: int):
     """Corner rows and weights of the 3x3 deformable conv's bilinear samples, with
     torchvision's rule (``deform_conv2d``'s ``bilinear_interpolate``): a sample at or beyond
@@ -30,14 +55,8 @@ def _bilinear_taps(offset: torch.Tensor, h: int, w: int):
     flat pixel index y * W + x of each corner within its image, clamped into the map — and
     ``weights`` (B, H, W, 9, 4) in the corner order (low, low), (low, high), (high, low),
     (high, high) of (y, x)."""
-    b = offset.size(0)
     dt, dev = offset.dtype, offset.device
-    off = offset.view(b, 9, 2, h, w)
-    taps = torch.arange(9, device=dev)
-    ky = (taps // 3 - 1).to(dt).view(1, 9, 1, 1)
-    kx = (taps % 3 - 1).to(dt).view(1, 9, 1, 1)
-    py = torch.arange(h, device=dev, dtype=dt).view(1, 1, h, 1) + ky + off[:, :, 0]
-    px = torch.arange(w, device=dev, dtype=dt).view(1, 1, 1, w) + kx + off[:, :, 1]
+    py, px = _sample_positions(offset, h, w)
     inside = (py > -1) & (py < h) & (px > -1) & (px < w)
     y0, x0 = torch.floor(py), torch.floor(px)
     ly, lx = py - y0, px - x0
@@ -72,14 +91,9 @@ def deform_conv2d_3x3_gather(x: torch.Tensor, offset: torch.Tensor, weight: torc
     inference (training uses the ``grid_sample`` form, whose backward is faster); the images of
     the batch are done one at a time to bound memory.
     """
-    if x.dim() != 4 or offset.dim() != 4 or weight.dim() != 4 or weight.shape[-2:] != (3, 3):
-        raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
-                         f"{tuple(x.shape)}, {tuple(offset.shape)}, {tuple(weight.shape)}")
+    _check_deform_args(x, offset, weight)
     b, c, h, w = x.shape
     o = weight.size(0)
-    if offset.shape != (b, 18, h, w) or weight.size(1) != c:
-        raise ValueError(f"offset must be (B, 18, H, W) = {(b, 18, h, w)} and weight (O, {c}, 3, 3); got "
-                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
     rows, weights = _bilinear_taps(offset, h, w)
     taps = torch.arange(9, device=x.device).view(1, 9, 1)
     proj = weight.permute(2, 3, 0, 1).reshape(9 * o, c)  # row k * O + o = W[o, :, k]
@@ -103,23 +117,11 @@ def deform_conv2d_3x3_grid_sample(x: torch.Tensor, offset: torch.Tensor, weight:
     torchvision's, which is why training can select it
     (:attr:`TemporalCalibration.deform_impl` ``"grid_sample"``).
     """
-    if x.dim() != 4 or offset.dim() != 4 or weight.shape[-2:] != (3, 3):
-        raise ValueError(f"expected x (B, C, H, W), offset (B, 18, H, W), weight (O, C, 3, 3); got "
-                         f"{tuple(x.shape)}, {tuple(offset.shape)}, {tuple(weight.shape)}")
+    _check_deform_args(x, offset, weight)
     b, c, h, w = x.shape
-    if offset.shape != (b, 18, h, w) or weight.size(1) != c:
-        raise ValueError(f"offset must be (B, 18, H, W) = {(b, 18, h, w)} and weight (O, {c}, 3, 3); got "
-                         f"{tuple(offset.shape)}, {tuple(weight.shape)}")
     if h < 2 or w < 2:  # grid_sample cannot address a one-pixel-wide map by coordinate
         return deform_conv2d(x, offset, weight, padding=(1, 1))
-    off = offset.view(b, 9, 2, h, w)
-    taps = torch.arange(9, device=x.device)
-    ky = (taps // 3 - 1).to(x.dtype).view(1, 9, 1, 1)
-    kx = (taps % 3 - 1).to(x.dtype).view(1, 9, 1, 1)
-    ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
-    py = ys + ky + off[:, :, 0]  # (B, 9, H, W) sampling rows
-    px = xs + kx + off[:, :, 1]
+    py, px = _sample_positions(offset.to(x.dtype), h, w)  # (B, 9, H, W)
     # align_corners=True maps -1 / +1 to the centres of the first / last pixel; zero padding
     # outside, which is torchvision's bilinear rule (corners outside the map contribute 0).
     grid = torch.stack([px * (2.0 / (w - 1)) - 1.0, py * (2.0 / (h - 1)) - 1.0], dim=-1)
