@@ -12,6 +12,26 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 
+#: Top-level modules of a torchvision ResNet body by stage: the stem, then layer1..layer4.
+_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+
+
+def frozen_prefixes(frozen_stages: int) -> tuple:
+    """Names of the top-level modules of a ResNet body that ``frozen_stages`` freezes: -1
+    nothing, 0 the stem, 1 the stem and ``layer1`` (official), up to 4."""
+    if not -1 <= frozen_stages <= 4:
+        raise ValueError(f"frozen_stages must be in [-1, 4], got {frozen_stages}")
+    return tuple(name for stage in _STAGES[: frozen_stages + 1] for name in stage)
+
+
+def set_frozen_stages(body: nn.Module, frozen_stages: int) -> None:
+    """Freeze (no gradient) the parameters of the first ``frozen_stages`` stages of a ResNet
+    ``body`` (:func:`frozen_prefixes`) and unfreeze the rest."""
+    frozen = frozen_prefixes(frozen_stages)
+    for name, p in body.named_parameters():
+        p.requires_grad_(not name.startswith(frozen))
+
+
 class ResNetFPN(nn.Module):
     """ResNet-{18,34,50,101} ("pytorch" style: stride on the 3x3 conv) with frozen BatchNorm,
     and an FPN (1x1 laterals, 3x3 outputs, nearest top-down) giving P2-P6, P6 = max-pool(k=1, s=2)
@@ -26,9 +46,7 @@ class ResNetFPN(nn.Module):
             net, return_layers={"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
         )
         self.fpn = FeaturePyramidNetwork([c2, c2 * 2, c2 * 4, c2 * 8], out_channels, extra_blocks=LastLevelMaxPool())
-        for name, p in self.body.named_parameters():
-            if name.startswith(("conv1", "bn1", "layer1")):
-                p.requires_grad_(False)
+        set_frozen_stages(self.body, 1)
         for m in self.fpn.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)

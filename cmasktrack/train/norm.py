@@ -22,6 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..modeling.backbone import frozen_prefixes, set_frozen_stages
+
 __all__ = ["TrainableBatchNorm2d", "make_batchnorm_trainable", "freeze_batchnorm", "set_frozen_stages",
            "frozen_prefixes", "prepare_backbone", "recompute_batchnorm_statistics"]
 
@@ -94,25 +96,6 @@ def freeze_batchnorm(module: nn.Module) -> int:
         return frozen
 
     return _swap(module, TrainableBatchNorm2d, make)
-
-
-_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
-
-
-def set_frozen_stages(body: nn.Module, frozen_stages: int) -> None:
-    """Freeze (no gradient) the ResNet stem and the first ``frozen_stages`` stages of ``body``
-    (the backbone's ``body``) and unfreeze the rest: -1 nothing frozen, 0 the stem, 1 the stem
-    and ``layer1`` (the official setting), up to 4."""
-    frozen = frozen_prefixes(frozen_stages)
-    for name, p in body.named_parameters():
-        p.requires_grad_(not name.startswith(frozen))
-
-
-def frozen_prefixes(frozen_stages: int) -> tuple:
-    """Names of the top-level modules of a ResNet body that ``frozen_stages`` freezes."""
-    if not -1 <= frozen_stages <= 4:
-        raise ValueError(f"frozen_stages must be in [-1, 4], got {frozen_stages}")
-    return tuple(name for stage in _STAGES[: frozen_stages + 1] for name in stage)
 
 
 def prepare_backbone(body: nn.Module, frozen_stages: int = 1, train_batchnorm: bool = False,
