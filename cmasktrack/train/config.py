@@ -54,6 +54,7 @@ class TrainConfig:
     #: From scratch only (``init`` empty): set the backbone's frozen BatchNorm statistics from
     #: this many training frames before the first iteration, so that they normalise
     #: (:func:`cmasktrack.train.init.normalise_frozen_batchnorm`). 0: leave them identities.
+    #: Not used with ``train_batchnorm`` (those layers normalise with batch statistics).
     data_init_frames: int = 0
     #: ResNet stages without gradient: -1 none, 0 the stem, 1 the stem and layer1 (official:
     #: they come pretrained), up to 4. From scratch every stage should learn (-1).
@@ -301,7 +302,6 @@ def _cpu_synthetic() -> TrainConfig:
                    rpn_pre_nms_top_n=300, rpn_post_nms_top_n=100, rpn_max_num=100, detections_per_img=20),
         images_per_gpu=2,
         workers_per_gpu=1,
-        data_init_frames=8,  # from scratch: BatchNorm statistics from the data to start with
         frozen_stages=-1,
         train_batchnorm=True,
         precise_bn_batches=25,

@@ -249,7 +249,7 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
     if resume_from is None and cfg.init:
         report = initialise_model(model, cfg.init)
         log.info(report.summary())
-    if resume_from is None and not cfg.init and cfg.data_init_frames > 0:
+    if resume_from is None and not cfg.init and cfg.data_init_frames > 0 and not cfg.train_batchnorm:
         from .init import normalise_frozen_batchnorm
 
         n = min(cfg.data_init_frames, len(dataset))
