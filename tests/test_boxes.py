@@ -1,10 +1,16 @@
+import json
+from pathlib import Path
+
 """Legacy (+1) box arithmetic against torchvision's exclusive-corner ops and hand values."""
 
 import torch
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_iou as tv_box_iou
 
-from cmasktrack.modeling.boxes import BBOX_XFORM_CLIP, box_iou, decode_boxes, encode_boxes, nms_legacy
+from cmasktrack.modeling.boxes import (
+    BBOX_XFORM_CLIP, _heapsort_indices, box_iou, decode_boxes, encode_boxes, nms_legacy, numpy1_argsort,
+    official_nms_order,
+)
 
 
 def _random_boxes(n, size=200.0, seed=0):
@@ -92,3 +98,48 @@ def test_nms_keeps_iou_equal_to_threshold():
     assert nms_legacy(boxes, torch.tensor([0.9, 0.8]), 0.49).tolist() == [0]
     # without +1 the IoU would be (9*4)/(81) < 0.5: a 0.45 threshold separates the conventions
     assert nms_legacy(boxes, torch.tensor([0.9, 0.8]), 0.45).tolist() == [0]
+
+
+_NUMPY1 = json.loads((Path(__file__).parent / "data" / "numpy1_argsort_cases.json").read_text())
+
+
+def test_numpy1_argsort_reproduces_numpy_1x_tie_order():
+    # reference: numpy 1.23.5's argsort run on these arrays (tests/data/make_numpy1_argsort_cases.py)
+    assert _NUMPY1["numpy"].startswith("1.")
+    for case in _NUMPY1["argsort"]:
+        assert numpy1_argsort(case["values"]) == case["quicksort"], len(case["values"])
+    # up to 16 elements numpy insertion-sorts (stable); from 17 on the partitioning reorders ties
+    assert numpy1_argsort([0.0] * 16) == list(range(16))
+    assert numpy1_argsort([0.0] * 17) != list(range(17))
+
+
+def test_numpy1_heapsort_fallback_matches_numpy_1x():
+    for case in _NUMPY1["heapsort"]:
+        idx = list(range(len(case["values"])))
+        _heapsort_indices([float(x) for x in case["values"]], idx, 0, len(idx))
+        assert idx == case["heapsort"]
+
+
+def test_official_nms_order_without_ties_is_descending():
+    s = torch.rand(300, generator=torch.Generator().manual_seed(3))
+    assert official_nms_order(s).tolist() == sorted(range(300), key=lambda i: -float(s[i]))
+
+
+def test_nms_tied_scores_keep_the_box_the_official_order_visits_first():
+    # two overlapping boxes with the same (saturated) score: numpy's argsort()[::-1] visits the
+    # later one first, so the official NMS keeps it; torchvision alone would keep the first
+    boxes = torch.tensor([[0.0, 0, 9, 9], [1.0, 0, 10, 9], [50.0, 50, 60, 60]])
+    scores = torch.tensor([1.0, 1.0, 0.5])
+    assert nms_legacy(boxes, scores, 0.5).tolist() == [1, 2]
+    # many tied boxes: the kept set follows the numpy-1.x order, checked with the naive greedy
+    # NMS run in that order
+    for case in _NUMPY1["argsort"][12:20]:
+        n = len(case["values"])
+        bx = _random_boxes(n, size=60, seed=n)
+        sc = torch.tensor(case["values"])
+        order = case["quicksort"][::-1]
+        keep = []
+        for i in order:
+            if all(box_iou(bx[i:i + 1], bx[j:j + 1]).item() <= 0.5 for j in keep):
+                keep.append(i)
+        assert nms_legacy(bx, sc, 0.5).tolist() == keep

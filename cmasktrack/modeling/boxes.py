@@ -8,7 +8,7 @@ shifted by +1 on ``x2, y2`` first so that the legacy quantities come out.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import nms
@@ -102,12 +102,133 @@ def box_iof(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     return wh[:, :, 0] * wh[:, :, 1] / area1[:, None]
 
 
+_SMALL_QUICKSORT = 15  # numpy's partitions of at most 16 elements are insertion-sorted
+
+
+def _lt(a: float, b: float) -> bool:
+    """numpy's float ``<`` for sorting: NaNs sort last."""
+    return a < b or (b != b and a == a)
+
+
+def _heapsort_indices(v: List[float], idx: List[int], lo: int, n: int) -> None:
+    """numpy's ``aheapsort`` on ``idx[lo:lo + n]`` (the introsort's depth-limit fallback)."""
+    def get(k: int) -> int:  # heap positions are 1-based
+        return idx[lo + k - 1]
+
+    def put(k: int, x: int) -> None:
+        idx[lo + k - 1] = x
+
+    def sift(i: int, top: int, tmp: int) -> None:
+        j = i << 1
+        while j <= top:
+            if j < top and _lt(v[get(j)], v[get(j + 1)]):
+                j += 1
+            if _lt(v[tmp], v[get(j)]):
+                put(i, get(j))
+                i, j = j, j + j
+            else:
+                break
+        put(i, tmp)
+
+    for start in range(n >> 1, 0, -1):
+        sift(start, n, get(start))
+    while n > 1:
+        tmp = get(n)
+        put(n, get(1))
+        n -= 1
+        sift(1, n, tmp)
+
+
+def numpy1_argsort(values: Sequence[float]) -> List[int]:
+    """The permutation numpy 1.x's default ``argsort`` (``kind="quicksort"``) returns.
+
+    That sort is not stable: its order among equal values comes from the algorithm, an
+    introsort (median-of-three quicksort, partitions of up to 16 elements insertion-sorted,
+    heapsort past a depth of 2·floor(log2 n)), reproduced here step by step. The official NMS
+    visits boxes in ``scores.argsort()[::-1]`` order (numpy, on the CPU, also for the GPU
+    kernel), so this decides which of several boxes with *equal* scores survives. numpy 2 can
+    dispatch ``argsort`` to SIMD sorts with another tie order, hence not ``np.argsort``.
+    """
+    v = [float(x) for x in values]
+    n = len(v)
+    idx = list(range(n))
+    if n < 2:
+        return idx
+    stack: List[Tuple[int, int, int]] = []
+    pl, pr = 0, n - 1
+    cdepth = 2 * (n.bit_length() - 1)
+    while True:
+        if cdepth < 0:
+            _heapsort_indices(v, idx, pl, pr - pl + 1)
+        else:
+            while pr - pl > _SMALL_QUICKSORT:
+                pm = pl + ((pr - pl) >> 1)
+                if _lt(v[idx[pm]], v[idx[pl]]):
+                    idx[pm], idx[pl] = idx[pl], idx[pm]
+                if _lt(v[idx[pr]], v[idx[pm]]):
+                    idx[pr], idx[pm] = idx[pm], idx[pr]
+                if _lt(v[idx[pm]], v[idx[pl]]):
+                    idx[pm], idx[pl] = idx[pl], idx[pm]
+                vp = v[idx[pm]]
+                pi, pj = pl, pr - 1
+                idx[pm], idx[pj] = idx[pj], idx[pm]
+                while True:
+                    pi += 1
+                    while _lt(v[idx[pi]], vp):
+                        pi += 1
+                    pj -= 1
+                    while _lt(vp, v[idx[pj]]):
+                        pj -= 1
+                    if pi >= pj:
+                        break
+                    idx[pi], idx[pj] = idx[pj], idx[pi]
+                idx[pi], idx[pr - 1] = idx[pr - 1], idx[pi]
+                cdepth -= 1
+                if pi - pl < pr - pi:  # the larger part waits on the stack
+                    stack.append((pi + 1, pr, cdepth))
+                    pr = pi - 1
+                else:
+                    stack.append((pl, pi - 1, cdepth))
+                    pl = pi + 1
+            for pi in range(pl + 1, pr + 1):  # insertion sort
+                vi = idx[pi]
+                vp = v[vi]
+                pj = pi
+                while pj > pl and _lt(vp, v[idx[pj - 1]]):
+                    idx[pj] = idx[pj - 1]
+                    pj -= 1
+                idx[pj] = vi
+        if not stack:
+            return idx
+        pl, pr, cdepth = stack.pop()
+
+
+def official_nms_order(scores: torch.Tensor) -> torch.Tensor:
+    """Indices by descending score in the order the official NMS visits them:
+    ``numpy1_argsort(scores)[::-1]`` (float32 values), so equal scores come in numpy 1.x's
+    order — for up to 16 boxes, the later box first."""
+    s = scores.detach().float().cpu()
+    if torch.unique(s).numel() == s.numel():  # no ties: the order is the sort's
+        order = torch.argsort(s, descending=True)
+    else:
+        order = torch.as_tensor(numpy1_argsort(s.tolist())[::-1], dtype=torch.long)
+    return order.to(scores.device)
+
+
 def nms_legacy(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS with "+1" areas that suppresses IoU > threshold; indices by descending score.
 
     torchvision's nms on boxes shifted to exclusive corners: its IoU is then the legacy one.
+    Boxes with equal scores are visited in the official order (:func:`official_nms_order`),
+    not torchvision's.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.long, device=boxes.device)
-    return nms(_to_exclusive(boxes).float(), scores.float(), iou_threshold)
+    scores = scores.float()
+    if torch.unique(scores).numel() == scores.numel():
+        return nms(_to_exclusive(boxes).float(), scores, iou_threshold)
+    order = official_nms_order(scores)
+    ranks = torch.arange(order.numel(), 0, -1, dtype=torch.float32, device=boxes.device)
+    keep = nms(_to_exclusive(boxes[order]).float(), ranks, iou_threshold)
+    return order[keep]
 
