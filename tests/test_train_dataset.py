@@ -189,3 +189,48 @@ def tiny_synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     ann = generate(out, 3, 0, num_frames=(5, 7), size=(128, 80), objects_per_video=(2, 4))
     return ann, out / "frames"
+
+
+def test_reference_targets_match_the_json(handmade):
+    cv2 = pytest.importorskip("cv2")
+    root, boxes, masks = handmade
+    ds = VISTrainDataset(root / "ann.json", root, scale=(30, 20), flip_ratio=0.5, reference_targets=True)
+    for seed in range(6):
+        s = ds[(1, seed)]  # frame 2; its only reference candidate is frame 0
+        flip = s.meta.flip
+        assert s.frame_index == 2 and s.ref_frame_index == 0
+        # frame 0's objects: ann 11 (label 1) and ann 12 (label 2); crowd ann 13 is ignored
+        assert s.ref_labels.tolist() == [1, 2]
+        assert s.ref_gt_index.tolist() == [1, 0]  # ann 11 is frame 2's first gt; ann 12 is not there
+        assert np.allclose(s.ref_boxes_ignore.numpy(), _expected_box(boxes[13][0], 0.5, 30, flip)[None])
+        for i, aid in enumerate((11, 12)):
+            m = cv2.resize(masks[(aid, 0)], (30, 20), interpolation=cv2.INTER_NEAREST)
+            if flip:
+                m = m[:, ::-1]
+            assert np.array_equal(s.ref_masks[i, :20, :30].numpy(), m)
+    plain = VISTrainDataset(root / "ann.json", root, scale=(30, 20))[(1, 0)]
+    assert plain.ref_labels is None and plain.ref_masks is None
+    with pytest.raises(ValueError, match="reference_targets=True"):
+        collate_train([plain]).both_directions()
+
+
+def test_both_directions_swaps_the_roles(tiny_synthetic):
+    ann_path, frames = tiny_synthetic
+    ds = VISTrainDataset(ann_path, frames, scale=(64, 40), reference_targets=True)
+    samples = [ds[(i, 5)] for i in range(3)]
+    b = collate_train(samples)
+    d = b.both_directions()
+    assert len(d) == 6
+    assert torch.equal(d.images[3:], b.ref_images) and torch.equal(d.ref_images[:3], b.ref_images)
+    assert torch.equal(d.images[:3], b.images) and torch.equal(d.ref_images[3:], b.images)
+    for k, s in enumerate(samples):
+        r = k + 3
+        assert torch.equal(d.gt_boxes[r], s.ref_boxes) and torch.equal(d.ref_boxes[r], s.gt_boxes)
+        assert torch.equal(d.gt_labels[r], s.ref_labels) and torch.equal(d.gt_masks[r], s.ref_masks)
+        assert d.frame_indices[r] == s.ref_frame_index and d.ref_frame_indices[r] == s.frame_index
+        assert d.img_shapes[r] == tuple(s.ref_meta.img_shape) and d.pad_shapes[r] == tuple(s.ref_meta.pad_shape)
+        # the two index maps are inverse to each other: object j of the reference is object
+        # i of the frame exactly when the frame's object i points at j
+        fwd = {i + 1: int(j) for i, j in enumerate(s.gt_ref_index) if j > 0}
+        bwd = {int(i): j + 1 for j, i in enumerate(d.gt_ref_index[r]) if i > 0}
+        assert fwd == bwd
