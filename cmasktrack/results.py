@@ -139,14 +139,25 @@ class VideoResult:
         fr = self.frames[frame]
         return {int(t): decode_rle(r) for t, r in zip(fr.track_ids, fr.masks)}
 
-    def to_ytvis(self, video_id: int = 1) -> List[Dict[str, Any]]:
+    def to_ytvis(self, video_id: int = 1, official_extras: bool = True) -> List[Dict[str, Any]]:
         """The OVIS / YouTube-VIS results entries of this video: one per track, with
-        ``segmentations`` a per-frame RLE or None where the track is absent."""
+        ``segmentations`` a per-frame RLE or None where the track is absent.
+
+        With ``official_extras`` (default) each entry also has the two per-frame lists the
+        official results writer adds (evaluators ignore them): ``detections``, the box
+        ``[x1, y1, x2, y2]`` in original pixels, and ``cats``, the frame's label **0-based**
+        (``category_id - 1`` convention of the official code), both None where absent.
+        """
         out = []
         for t in self.tracks:
-            segs = [t.frames[f][3] if f in t.frames else None for f in range(self.num_frames)]
-            out.append({"video_id": int(video_id), "score": t.score, "category_id": t.category_id,
-                        "segmentations": segs})
+            present = [f in t.frames for f in range(self.num_frames)]
+            entry = {"video_id": int(video_id), "score": t.score, "category_id": t.category_id,
+                     "segmentations": [t.frames[f][3] if p else None for f, p in enumerate(present)]}
+            if official_extras:
+                entry["detections"] = [np.asarray(t.frames[f][0], dtype=np.float32)[:4].tolist() if p else None
+                                       for f, p in enumerate(present)]
+                entry["cats"] = [int(t.frames[f][2]) - 1 if p else None for f, p in enumerate(present)]
+            out.append(entry)
         return out
 
     def render(self, frames: Any, path: Any, **kw: Any) -> Any:

@@ -111,6 +111,16 @@ def test_to_ytvis_entries():
                 assert isinstance(seg["counts"], str) and seg["size"] == [H, W]
                 r = dict(seg, counts=seg["counts"].encode("ascii"))
                 np.testing.assert_array_equal(mask_utils.decode(r).astype(bool), masks[f][i])
+        # the official writer's extras: the frame's box (original pixels) and 0-based label
+        for f, w in enumerate(where):
+            if w is None:
+                assert entry["detections"][f] is None and entry["cats"][f] is None
+            else:
+                fr, i = frames[w[0]], w[1]
+                assert entry["detections"][f] == [float(np.float32(v)) for v in fr.boxes[i][:4]]
+                assert entry["cats"][f] == int(fr.labels[i]) - 1 and type(entry["cats"][f]) is int
+    plain = VideoResult(frames, H, W).to_ytvis(video_id=12, official_extras=False)
+    assert all(sorted(e) == ["category_id", "score", "segmentations", "video_id"] for e in plain)
     # the list is what the benchmark json holds: serialisable, null where absent
     text = json.dumps(entries)
     assert json.loads(text)[2]["segmentations"][:2] == [None, None]
