@@ -213,31 +213,3 @@ def test_ddp_two_gloo_processes_match_single_process_reference(tiny, tmp_path):
         assert torch.allclose(ddp[k], v, rtol=1e-4, atol=1e-6), k
         moved += not torch.equal(v, init[k])
     assert moved > 10
-
-
-def test_symmetric_pairs_equal_the_explicitly_doubled_batch(tiny):
-    # reference: the same pairs fed the other way round as ordinary pairs (the backbone then
-    # runs on the reference images as "frames" and on the frames as "references" separately)
-    from cmasktrack.train.dataset import TrainBatch
-
-    ann, frames = tiny
-    ds = VISTrainDataset(ann, frames, scale=(128, 80), flip_ratio=0.0, reference_targets=True)
-    b = collate_train([ds[(i, 4)] for i in range(2)])
-    doubled = TrainBatch(
-        images=torch.cat([b.images, b.ref_images]), ref_images=torch.cat([b.ref_images, b.images]),
-        img_shapes=b.img_shapes + b.ref_img_shapes, pad_shapes=b.pad_shapes + b.ref_pad_shapes,
-        ref_img_shapes=b.ref_img_shapes + b.img_shapes, gt_boxes=b.gt_boxes + b.ref_boxes,
-        gt_labels=b.gt_labels + b.ref_labels, gt_masks=b.gt_masks + b.ref_masks,
-        gt_ref_index=b.gt_ref_index + b.ref_gt_index, gt_boxes_ignore=b.gt_boxes_ignore + b.ref_boxes_ignore,
-        ref_boxes=b.ref_boxes + b.gt_boxes,
-    )
-    for calibration in (False, True):
-        cfg = tiny_cfg(model=dict(TINY_MODEL, calibration=calibration))
-        model = build_model(cfg, ds, cfg.seed).train()  # frozen BatchNorm: no batch statistics
-        with torch.no_grad():
-            sym = forward_train(model, b, cfg.replace(symmetric_pairs=True), torch.Generator().manual_seed(2))
-            ref = forward_train(model, doubled, cfg, torch.Generator().manual_seed(2))
-            one = forward_train(model, b, cfg, torch.Generator().manual_seed(2))
-        for k in ref:
-            torch.testing.assert_close(sym[k], ref[k], rtol=1e-4, atol=1e-5)
-        assert not torch.allclose(sym["loss_mask"], one["loss_mask"])

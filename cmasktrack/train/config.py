@@ -124,11 +124,6 @@ class TrainConfig:
     #: implementation (same values and gradients, several times faster backward on the CPU);
     #: the saved model is unaffected (inference picks its own implementation, ``deform_impl``).
     fast_deform_conv: bool = False
-    #: Use every frame pair in both directions: the reference frame is a training frame too
-    #: (its losses, with the frame as its reference). Not official; the backbone still runs
-    #: once per frame, so the heads get twice the examples for a fraction more time — for
-    #: training from scratch on small budgets.
-    symmetric_pairs: bool = False
     # --- loop --------------------------------------------------------------------------------
     seed: int = 0
     amp: bool = True  # mixed precision (float16 autocast + GradScaler), CUDA only

@@ -29,7 +29,6 @@ so a run can be resumed exactly, with or without worker processes.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -87,13 +86,6 @@ class TrainSample:
     video_id: int = 0
     frame_index: int = 0
     ref_frame_index: int = 0
-    #: Targets of the reference frame as a training frame of its own (``reference_targets``
-    #: datasets only; its objects are ``ref_boxes``): labels (R,), masks (R, Hp', Wp'), the
-    #: 1-based index of each in the frame's ground truths (0 = not there), crowd boxes.
-    ref_labels: Optional[torch.Tensor] = None
-    ref_masks: Optional[torch.Tensor] = None
-    ref_gt_index: Optional[torch.Tensor] = None
-    ref_boxes_ignore: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -114,59 +106,19 @@ class TrainBatch:
     video_ids: List[int] = field(default_factory=list)
     frame_indices: List[int] = field(default_factory=list)
     ref_frame_indices: List[int] = field(default_factory=list)
-    ref_pad_shapes: List[Tuple[int, int]] = field(default_factory=list)
-    #: The reference frames' own targets (see :class:`TrainSample`); None unless the dataset
-    #: was built with ``reference_targets=True``.
-    ref_labels: Optional[List[torch.Tensor]] = None
-    ref_masks: Optional[List[torch.Tensor]] = None
-    ref_gt_index: Optional[List[torch.Tensor]] = None
-    ref_boxes_ignore: Optional[List[torch.Tensor]] = None
 
     def __len__(self) -> int:
         return int(self.images.size(0))
 
-    @property
-    def has_reference_targets(self) -> bool:
-        return self.ref_labels is not None
-
     def to(self, device: Union[str, torch.device]) -> "TrainBatch":
         """Images and boxes on ``device``; masks stay where they are (mask targets are cut
         on the CPU)."""
-        def mv(ts):
-            return None if ts is None else [t.to(device, non_blocking=True) for t in ts]
-
-        return dataclasses.replace(
-            self, images=self.images.to(device, non_blocking=True),
-            ref_images=self.ref_images.to(device, non_blocking=True), gt_boxes=mv(self.gt_boxes),
-            gt_labels=mv(self.gt_labels), gt_ref_index=mv(self.gt_ref_index),
-            gt_boxes_ignore=mv(self.gt_boxes_ignore), ref_boxes=mv(self.ref_boxes), ref_labels=mv(self.ref_labels),
-            ref_gt_index=mv(self.ref_gt_index), ref_boxes_ignore=mv(self.ref_boxes_ignore),
-        )
-
-    def both_directions(self) -> "TrainBatch":
-        """The batch of 2B pairs (frame, reference) + (reference, frame): every reference is
-        also a training frame whose reference is its frame. Needs the reference targets.
-        Images are ``cat(images, ref_images)``, so the features of this batch's ``images``
-        serve both roles (the second half are the first pairs' references)."""
-        if not self.has_reference_targets:
-            raise ValueError("both_directions needs the reference frames' targets "
-                             "(VISTrainDataset(..., reference_targets=True))")
+        mv = lambda ts: [t.to(device, non_blocking=True) for t in ts]  # noqa: E731
         return TrainBatch(
-            images=torch.cat([self.images, self.ref_images]),
-            ref_images=torch.cat([self.ref_images, self.images]),
-            img_shapes=self.img_shapes + self.ref_img_shapes,
-            pad_shapes=self.pad_shapes + self.ref_pad_shapes,
-            ref_img_shapes=self.ref_img_shapes + self.img_shapes,
-            gt_boxes=self.gt_boxes + self.ref_boxes,
-            gt_labels=self.gt_labels + self.ref_labels,
-            gt_masks=self.gt_masks + self.ref_masks,
-            gt_ref_index=self.gt_ref_index + self.ref_gt_index,
-            gt_boxes_ignore=self.gt_boxes_ignore + self.ref_boxes_ignore,
-            ref_boxes=self.ref_boxes + self.gt_boxes,
-            video_ids=self.video_ids * 2,
-            frame_indices=self.frame_indices + self.ref_frame_indices,
-            ref_frame_indices=self.ref_frame_indices + self.frame_indices,
-            ref_pad_shapes=self.ref_pad_shapes + self.pad_shapes,
+            self.images.to(device, non_blocking=True), self.ref_images.to(device, non_blocking=True),
+            self.img_shapes, self.pad_shapes, self.ref_img_shapes, mv(self.gt_boxes), mv(self.gt_labels),
+            self.gt_masks, mv(self.gt_ref_index), mv(self.gt_boxes_ignore), mv(self.ref_boxes),
+            self.video_ids, self.frame_indices, self.ref_frame_indices,
         )
 
 
@@ -189,9 +141,6 @@ class VISTrainDataset(Dataset):
         mean, std, size_divisor: normalisation and padding (RGB, 0-255).
         flip_ratio: probability of mirroring a pair.
         ref_range: the reference is within +-``ref_range`` frames.
-        reference_targets: also give the reference frame's own targets (labels, masks, crowd
-            boxes, the index of each of its objects in the frame), for training on both frames
-            of a pair (``TrainConfig.symmetric_pairs``).
 
     Items are :class:`TrainSample`. ``dataset[i]`` draws its randomness from fresh entropy;
     ``dataset[(i, seed)]`` (what :class:`GroupedBatchSampler` yields) is deterministic.
@@ -208,7 +157,6 @@ class VISTrainDataset(Dataset):
         size_divisor: int = DEFAULT_SIZE_DIVISOR,
         flip_ratio: float = 0.5,
         ref_range: int = 5,
-        reference_targets: bool = False,
     ) -> None:
         if isinstance(annotations, VISDataset):
             self.vis = annotations
@@ -230,7 +178,6 @@ class VISTrainDataset(Dataset):
         self.size_divisor = size_divisor
         self.flip_ratio = float(flip_ratio)
         self.ref_range = int(ref_range)
-        self.reference_targets = bool(reference_targets)
         #: category id -> label (1-based position in the file's category list).
         self.cat2label: Dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.vis.categories)}
         self.category_names: List[str] = [c.name for c in self.vis.categories.values()]
@@ -351,15 +298,6 @@ class VISTrainDataset(Dataset):
         ft = self._targets[(vid, t)]
         rt = self._targets[(vid, ref_t)]
         ref_pos = {aid: j + 1 for j, aid in enumerate(rt.ann_ids)}
-        extra = {}
-        if self.reference_targets:
-            cur_pos = {aid: j + 1 for j, aid in enumerate(ft.ann_ids)}
-            extra = dict(
-                ref_labels=torch.tensor(rt.labels, dtype=torch.long),
-                ref_masks=self._masks(rt.anns, ref_t, ref_meta),
-                ref_gt_index=torch.tensor([cur_pos.get(a, 0) for a in rt.ann_ids], dtype=torch.long),
-                ref_boxes_ignore=self._transform_boxes(rt.crowd_boxes, ref_meta),
-            )
         return TrainSample(
             image=image,
             ref_image=ref_image,
@@ -374,7 +312,6 @@ class VISTrainDataset(Dataset):
             video_id=vid,
             frame_index=t,
             ref_frame_index=ref_t,
-            **extra,
         )
 
 
@@ -407,19 +344,7 @@ def collate_train(samples: Sequence[TrainSample]) -> TrainBatch:
         video_ids=[s.video_id for s in samples],
         frame_indices=[s.frame_index for s in samples],
         ref_frame_indices=[s.ref_frame_index for s in samples],
-        ref_pad_shapes=[tuple(s.ref_meta.pad_shape) for s in samples],
-        **_reference_targets(samples),
     )
-
-
-def _reference_targets(samples: Sequence[TrainSample]) -> Dict[str, Optional[List[torch.Tensor]]]:
-    names = ("ref_labels", "ref_masks", "ref_gt_index", "ref_boxes_ignore")
-    have = [s.ref_labels is not None for s in samples]
-    if not any(have):
-        return {n: None for n in names}
-    if not all(have):
-        raise ValueError("collate_train: some samples have reference targets and some do not")
-    return {n: [getattr(s, n) for s in samples] for n in names}
 
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:

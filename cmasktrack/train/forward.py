@@ -7,9 +7,7 @@ RCNN sampling on the proposals plus the ground truths; the box head and the mask
 trained end to end through the correlation's backward; the track head embeds the positive RoIs
 on the *plain* x and the reference frame's ground-truth boxes on the plain ref_x, and is trained
 with the match cross-entropy over [new, reference objects]. Without calibration (MaskTrack
-R-CNN) the heads read x. With ``TrainConfig.symmetric_pairs`` each pair also counts the other
-way round (the reference as the frame, the frame as its reference), which doubles the
-supervision for one backbone pass per frame.
+R-CNN) the heads read x.
 """
 
 from __future__ import annotations
@@ -64,16 +62,8 @@ def forward_train(
     mcfg = model.config
     b = len(batch)
     feats_all = model.extract_features(torch.cat([batch.images, batch.ref_images], dim=0))
-    if cfg.symmetric_pairs:
-        # every pair in both directions: the references are training frames too, with their
-        # frame as reference; the features are the ones just computed, swapped
-        batch = batch.both_directions()
-        feats = feats_all
-        ref_feats = [torch.cat([f[b:], f[:b]], dim=0) for f in feats_all]
-        b = 2 * b
-    else:
-        feats = [f[:b] for f in feats_all]
-        ref_feats = [f[b:] for f in feats_all]
+    feats = [f[:b] for f in feats_all]
+    ref_feats = [f[b:] for f in feats_all]
 
     # ---------------------------------------------------------------- RPN
     logits, deltas = model.rpn(feats)

@@ -227,7 +227,7 @@ def _train(cfg: TrainConfig, annotations, image_root, out_dir: str, resume, devi
     probe = cfg.model_config(2, None, base=probe_base)
     dataset = VISTrainDataset(annotations, image_root, scale=probe.image_scale, mean=probe.pixel_mean,
                               std=probe.pixel_std, size_divisor=probe.size_divisor, flip_ratio=cfg.flip_ratio,
-                              ref_range=cfg.ref_range, reference_targets=cfg.symmetric_pairs)
+                              ref_range=cfg.ref_range)
     cat_ids = list(dataset.cat2label)
     if cat_ids != list(range(1, len(cat_ids) + 1)):
         warnings.warn(f"the dataset's category ids {cat_ids[:10]} are not 1..K in file order; the model predicts "
