@@ -4,6 +4,10 @@ with and without the temporal feature calibration (CMaskTrack R-CNN vs MaskTrack
 
     python benchmarks/bench_train_synthetic.py --out work/bench_train
 
+(the measured runs in BENCHMARKS.md: ``--variants cmasktrack`` for the demo model, and
+``--variants masktrack --iters 2400`` for the variant without calibration, one after the other
+in the same ``--out``).
+
 Data (generated once, reused): a training set (``--train-videos`` videos, seed ``--seed``) and
 a held-out test set of ``--test-videos`` (>= 20) videos with seed ``--seed + 1000`` and the
 generator's *default* difficulty settings; ``--tune`` evaluates on a separate validation split
@@ -13,13 +17,14 @@ Each variant (``cmasktrack``: calibration on, ``masktrack``: off) trains from sc
 (``--init`` for pretrained weights) with the ``--preset`` training configuration for a wall
 clock budget of ``--budget-min`` minutes that covers everything (model building, data loading,
 training, saving): the iteration count is ``--iters`` (default: the preset's), the learning
-rate steps at 75 % / 90 % of it, and the loop stops at the budget whatever the iteration. With
-``--parallel`` (the default when both variants run) the two variants train at the same time,
-each with half of the cores, so both finish within one budget. Then each model is evaluated
+rate steps at 75 % / 90 % of it, and the loop stops at the budget whatever the iteration. The
+variants run one after the other, each with every core (``--threads``); ``--parallel`` trains
+them at the same time instead, each with half of the cores. Then each model is evaluated
 with the normal inference (``CMaskTrack.track_video``, ``--num-refs`` references before and
 after every frame, default the model config's 5): VIS AP / AR, and AP by occlusion level (the
-synthetic set has official-style per-frame occlusion labels). A json summary goes to
-``<out>/results.json``. Nothing here is a test; it takes as long as the budget says.
+synthetic set has official-style per-frame occlusion labels). A json summary of every variant
+evaluated in ``--out`` so far goes to ``<out>/results.json``. Nothing here is a test; it takes
+as long as the budget says.
 """
 
 from __future__ import annotations
@@ -166,8 +171,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default="work/bench_train", help="work directory (data, runs, results.json)")
     p.add_argument("--budget-min", type=float, default=30.0, help="wall-clock training minutes per variant")
     p.add_argument("--variants", choices=("both", "cmasktrack", "masktrack"), default="both")
-    p.add_argument("--parallel", dest="parallel", action="store_true", default=None,
-                   help="train the variants at the same time, each on half of the cores (default with both)")
+    p.add_argument("--parallel", dest="parallel", action="store_true", default=False,
+                   help="train the variants at the same time, each on half of the cores (default: one after "
+                        "the other, each with every core)")
     p.add_argument("--no-parallel", dest="parallel", action="store_false")
     p.add_argument("--train-videos", type=int, default=60)
     p.add_argument("--tune-videos", type=int, default=10)
@@ -197,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.test_videos < 20:
         p.error("--test-videos must be at least 20")
     names = list(VARIANTS) if args.variants == "both" else [args.variants]
-    parallel = args.parallel if args.parallel is not None else len(names) > 1
+    parallel = args.parallel
     cores = os.cpu_count() or 1
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -220,6 +226,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs = [json.loads((out / f"{n}.json").read_text()) for n in names]
     else:
         runs = [run_variant(n, args, data, out) for n in names]
+    # earlier invocations in the same --out (e.g. the other variant) on the same set join the summary
+    eval_set = runs[0]["metrics"]["eval_set"]
+    for n in VARIANTS:
+        path = out / f"{n}.json"
+        if n not in names and path.is_file():
+            earlier = json.loads(path.read_text())
+            if earlier.get("metrics", {}).get("eval_set") == eval_set:
+                runs.append(earlier)
     summary = {"args": vars(args), "torch": torch.__version__, "cores": cores, "parallel": parallel,
                "total_minutes": (time.time() - t0) / 60, "runs": runs}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
