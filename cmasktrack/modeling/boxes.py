@@ -203,16 +203,23 @@ def numpy1_argsort(values: Sequence[float]) -> List[int]:
         pl, pr, cdepth = stack.pop()
 
 
+def _has_ties(scores: torch.Tensor) -> bool:
+    return torch.unique(scores).numel() != scores.numel()
+
+
+def _numpy1_descending(scores: torch.Tensor) -> torch.Tensor:
+    order = numpy1_argsort(scores.detach().float().cpu().tolist())[::-1]
+    return torch.as_tensor(order, dtype=torch.long, device=scores.device)
+
+
 def official_nms_order(scores: torch.Tensor) -> torch.Tensor:
     """Indices by descending score in the order the official NMS visits them:
     ``numpy1_argsort(scores)[::-1]`` (float32 values), so equal scores come in numpy 1.x's
     order — for up to 16 boxes, the later box first."""
-    s = scores.detach().float().cpu()
-    if torch.unique(s).numel() == s.numel():  # no ties: the order is the sort's
-        order = torch.argsort(s, descending=True)
-    else:
-        order = torch.as_tensor(numpy1_argsort(s.tolist())[::-1], dtype=torch.long)
-    return order.to(scores.device)
+    scores = scores.float()
+    if _has_ties(scores):
+        return _numpy1_descending(scores)
+    return torch.argsort(scores, descending=True)  # no ties: any sort gives this order
 
 
 def nms_legacy(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -225,9 +232,9 @@ def nms_legacy(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.long, device=boxes.device)
     scores = scores.float()
-    if torch.unique(scores).numel() == scores.numel():
+    if not _has_ties(scores):
         return nms(_to_exclusive(boxes).float(), scores, iou_threshold)
-    order = official_nms_order(scores)
+    order = _numpy1_descending(scores)
     ranks = torch.arange(order.numel(), 0, -1, dtype=torch.float32, device=boxes.device)
     keep = nms(_to_exclusive(boxes[order]).float(), ranks, iou_threshold)
     return order[keep]
