@@ -139,3 +139,17 @@ def test_recompute_batchnorm_statistics_is_the_mean_of_batch_statistics():
     before = body.bn1.running_var.clone()
     assert recompute_batchnorm_statistics(body, iter([])) == 0
     assert torch.equal(body.bn1.running_var, before)
+
+
+def test_recompute_batchnorm_statistics_keeps_each_layer_type():
+    # a body with one trainable and one frozen BatchNorm: each comes back as it was
+    body = nn.Sequential()
+    body.add_module("bn1", _random_frozen(3, 4))
+    body.add_module("bn2", _random_frozen(3, 5))
+    make_batchnorm_trainable(body, skip=("bn2",))
+    batches = [torch.randn(2, 3, 6, 6) + k for k in range(2)]
+    # hand-computed: bn1 sees the input itself
+    mean = torch.stack([x.mean(dim=(0, 2, 3)) for x in batches]).mean(0)
+    assert recompute_batchnorm_statistics(body, iter(batches)) == 2
+    assert isinstance(body.bn1, TrainableBatchNorm2d) and isinstance(body.bn2, FrozenBatchNorm2d)
+    torch.testing.assert_close(body.bn1.running_mean, mean)

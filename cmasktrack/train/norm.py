@@ -54,17 +54,20 @@ class TrainableBatchNorm2d(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-def _swap(root: nn.Module, old_type: type, make, skip: tuple = (), prefix: str = "") -> int:
+def _swap(root: nn.Module, old_type: type, make, skip: tuple = (), prefix: str = "", only=None) -> int:
+    """Replace the ``old_type`` modules under ``root`` by ``make(module)`` (not under ``skip``;
+    with ``only``, just the modules in that collection)."""
     count = 0
     for name, child in list(root.named_children()):
         full = prefix + name
         if full.startswith(skip):
             continue
         if isinstance(child, old_type):
-            setattr(root, name, make(child))
-            count += 1
+            if only is None or any(child is m for m in only):
+                setattr(root, name, make(child))
+                count += 1
         else:
-            count += _swap(child, old_type, make, skip, full + ".")
+            count += _swap(child, old_type, make, skip, full + ".", only)
     return count
 
 
@@ -85,9 +88,10 @@ def make_batchnorm_trainable(module: nn.Module, momentum: float = 0.1, skip: tup
     return _swap(module, FrozenBatchNorm2d, make, tuple(skip))
 
 
-def freeze_batchnorm(module: nn.Module) -> int:
+def freeze_batchnorm(module: nn.Module, only=None) -> int:
     """The inverse of :func:`make_batchnorm_trainable`: back to FrozenBatchNorm2d with the
-    learnt affine values and the running statistics; returns how many were replaced."""
+    learnt affine values and the running statistics (every TrainableBatchNorm2d, or just
+    those in ``only``); returns how many were replaced."""
 
     def make(bn: TrainableBatchNorm2d) -> FrozenBatchNorm2d:
         frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps).to(bn.weight.device)
@@ -95,7 +99,7 @@ def freeze_batchnorm(module: nn.Module) -> int:
             getattr(frozen, key).copy_(getattr(bn, key).detach())
         return frozen
 
-    return _swap(module, TrainableBatchNorm2d, make)
+    return _swap(module, TrainableBatchNorm2d, make, only=only)
 
 
 def prepare_backbone(body: nn.Module, frozen_stages: int = 1, train_batchnorm: bool = False,
@@ -120,8 +124,10 @@ def recompute_batchnorm_statistics(body: nn.Module, batches, skip: tuple = ()) -
     Layer types are left as they were. Returns the number of batches used.
     """
     was_training = body.training
+    already = [m for m in body.modules() if isinstance(m, TrainableBatchNorm2d)]
     converted = make_batchnorm_trainable(body, skip=tuple(skip))
     layers = [m for n, m in body.named_modules() if isinstance(m, TrainableBatchNorm2d) and not n.startswith(tuple(skip))]
+    new_layers = [m for m in layers if not any(m is a for a in already)]
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
     count = 0
     try:
@@ -140,5 +146,5 @@ def recompute_batchnorm_statistics(body: nn.Module, batches, skip: tuple = ()) -
                 m.running_var.copy_(var)
         body.train(was_training)
         if converted:
-            freeze_batchnorm(body)
+            freeze_batchnorm(body, only=new_layers)  # the layers that were trainable stay so
     return count
