@@ -12,6 +12,7 @@ from cmasktrack.evaluation import (
     derived_occlusion_scores,
     evaluate_vis,
     format_results_table,
+    occlusion_group,
     official_occlusion_score,
     video_iou_matrix,
 )
@@ -291,6 +292,15 @@ def test_official_occlusion_score_by_hand():
     assert official_occlusion_score(["no_occlusion"] * 3 + ["slight_occlusion"]) == 0.125
     with pytest.raises(ValueError):
         official_occlusion_score([None, None])
+
+
+def test_occlusion_group_by_hand():
+    # light [0, 0.25], medium (0.25, 0.5], heavy (0.5, 1]: each score in exactly one group
+    expected = {0.0: "light", 0.125: "light", 0.25: "light", 0.375: "medium", 0.5: "medium",
+                0.625: "heavy", 0.75: "heavy", 1.0: "heavy"}
+    assert {s: occlusion_group(s) for s in expected} == expected
+    with pytest.raises(ValueError, match="1.5"):
+        occlusion_group(1.5)
 
 
 def test_official_occlusion_breakdown():

@@ -358,3 +358,11 @@ def test_cli(tmp_path):
                for v in data["videos"])
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert again.returncode == 2 and "overwrite" in again.stderr
+
+
+def test_occlusion_scores_are_the_evaluators():
+    from cmasktrack.data.ytvis import OCCLUSION_LABELS
+
+    # one source of truth: the same table as the annotation reader and the evaluator use
+    assert synthetic.OCCLUSION_SCORES is OCCLUSION_LABELS
+    assert synthetic.OCCLUSION_SCORES == {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}

@@ -25,6 +25,7 @@ __all__ = [
     "OCCLUSION_RANGES",
     "box_coverage",
     "derived_occlusion_scores",
+    "occlusion_group",
     "official_occlusion_score",
 ]
 
@@ -34,6 +35,22 @@ OCCLUSION_RANGES: Dict[str, Tuple[float, float]] = {
     "medium": (0.25, 0.5),
     "heavy": (0.5, 1.0),
 }
+
+
+def occlusion_group(score: float) -> str:
+    """The one subset of :data:`OCCLUSION_RANGES` an occlusion score falls in: the first listed
+    whose range contains it, so light is [0, 0.25], medium (0.25, 0.5] and heavy (0.5, 1].
+
+    This is the exclusive grouping of dataset statistics; the evaluator's ranges are closed and
+    overlap at their ends, so a score of exactly 0.25 or 0.5 counts in two evaluation subsets.
+
+    Raises:
+        ValueError: the score is outside [0, 1].
+    """
+    for name, (low, high) in OCCLUSION_RANGES.items():
+        if low <= score <= high:
+            return name
+    raise ValueError(f"occlusion score must be in [0, 1], got {score!r}")
 
 
 def official_occlusion_score(labels: Sequence[Optional[str]]) -> float:
