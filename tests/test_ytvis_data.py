@@ -133,6 +133,29 @@ def test_frame_lookup_under_image_root(tmp_path):
         ds.frame_path(3, 4)
     with pytest.raises(KeyError, match="unknown video id 5"):
         ds.frame_path(5, 0)
+
+
+def test_frames_are_decoded_as_inference_decodes_them(tmp_path):
+    # training reads frames through VISDataset.read_frame, inference through data.frames: one
+    # decoder, so EXIF orientation and 16-bit images come out the same in both
+    (tmp_path / "v").mkdir()
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "v" / "0.png", exif=exif.tobytes())
+    deep = np.array([[0, 255, 256], [4660, 65535, 32768]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "v" / "1.png")
+    gt = make_gt()
+    gt["videos"][1].update(file_names=["v/0.png", "v/1.png"], length=2)
+    gt["annotations"] = [a for a in gt["annotations"] if a["video_id"] != 9]
+    ds = VISDataset.from_json(gt, image_root=tmp_path)
+    rotated = ds.read_frame(9, 0)
+    assert rotated.shape == (3, 2, 3)
+    # clockwise: the displayed first row is the stored first column read bottom to top
+    np.testing.assert_array_equal(rotated[0], pixels[::-1, 0])
+    np.testing.assert_array_equal(rotated, np.rot90(pixels, k=-1))
+    high_byte = np.array([[0, 0, 1], [0x12, 0xFF, 0x80]], dtype=np.uint8)
+    np.testing.assert_array_equal(ds.read_frame(9, 1), np.repeat(high_byte[:, :, None], 3, axis=2))
     with pytest.raises(ValueError, match="image root"):
         VISDataset.from_json(make_gt()).frame_path(3, 0)
 

@@ -473,14 +473,15 @@ class VISDataset:
         return [self.frame_path(video_id, t) for t in range(self._check_video(video_id).length)]
 
     def read_frame(self, video_id: int, frame_index: int) -> np.ndarray:
-        """Load one frame as an ``(H, W, 3)`` uint8 RGB array."""
-        from PIL import Image
+        """Load one frame as an ``(H, W, 3)`` uint8 RGB array, decoded as inference decodes
+        frames (:func:`cmasktrack.data.frames.read_image`: like ``cv2.imread``, EXIF orientation
+        applied, 16-bit images reduced to their high byte)."""
+        from .frames import read_image
 
         path = self.frame_path(video_id, frame_index)
         if not path.is_file():
             raise FileNotFoundError(f"frame {frame_index} of video {video_id} not found: {path}")
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        return read_image(path)
 
     # ---------------------------------------------------------------- masks
     def rle(self, annotation: VISAnnotation, frame_index: int) -> Optional[dict]:
