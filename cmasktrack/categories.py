@@ -4,7 +4,7 @@ The order is the category id order of the annotation files (id = index + 1); ind
 models' class logits is the background.
 """
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 #: OVIS (Occluded Video Instance Segmentation), 25 categories, as in the official annotations.
 OVIS_CATEGORIES: Tuple[str, ...] = (
@@ -23,3 +23,9 @@ YTVIS2019_CATEGORIES: Tuple[str, ...] = (
 )
 
 assert len(OVIS_CATEGORIES) == 25 and len(YTVIS2019_CATEGORIES) == 40
+
+
+def category_name(names: Sequence[str], category_id: int) -> str:
+    """The name of a 1-based category id in ``names`` (background excluded), or ``str(id)`` when
+    ``names`` has none for it."""
+    return names[category_id - 1] if 1 <= category_id <= len(names) else str(category_id)

@@ -88,9 +88,9 @@ class CMaskTrackConfig:
 
     def category_name(self, category_id: int) -> str:
         """Name of a 1-based category id (``str(id)`` when no names are known)."""
-        if 1 <= category_id <= len(self.category_names):
-            return self.category_names[category_id - 1]
-        return str(category_id)
+        from .categories import category_name
+
+        return category_name(self.category_names, category_id)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain-json form (tuples as lists)."""

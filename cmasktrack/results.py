@@ -8,6 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .categories import category_name
+
 
 @dataclass
 class FrameResult:
@@ -114,9 +116,6 @@ class VideoResult:
         """Number of frames of the video."""
         return len(self.frames)
 
-    def _name(self, cat: int) -> str:
-        return self.category_names[cat - 1] if 1 <= cat <= len(self.category_names) else str(cat)
-
     def _build_tracks(self) -> List[Track]:
         order: List[int] = []
         per: Dict[int, Dict[int, Tuple[np.ndarray, float, int, Dict[str, Any]]]] = {}
@@ -131,7 +130,7 @@ class VideoResult:
             frames = per[tid]
             idx = sorted(frames)
             cat = majority_label([frames[f][2] for f in idx])
-            tracks.append(Track(tid, cat, self._name(cat), mean_score([frames[f][1] for f in idx]), frames))
+            tracks.append(Track(tid, cat, category_name(self.category_names, cat), mean_score([frames[f][1] for f in idx]), frames))
         return tracks
 
     def masks(self, frame: int) -> Dict[int, np.ndarray]:

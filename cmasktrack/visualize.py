@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from .categories import category_name
 from .results import FrameResult, VideoResult, decode_rle
 
 __all__ = ["track_color", "render_frame", "render_video", "VIDEO_SUFFIXES"]
@@ -135,8 +136,7 @@ def _check_image(image: Any) -> np.ndarray:
 
 
 def _label_text(track_id: int, label: int, score: float, category_names: Sequence[str]) -> str:
-    name = category_names[label - 1] if 1 <= label <= len(category_names) else str(label)
-    return f"#{track_id} {name} {score:.2f}"
+    return f"#{track_id} {category_name(category_names, label)} {score:.2f}"
 
 
 def render_frame(

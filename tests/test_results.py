@@ -130,3 +130,13 @@ def test_to_ytvis_float32_scores_are_averaged_in_float32():
     frames = [_frame(i, [1], [1], [s], [(0, 0, 2, 2)])[0] for i, s in enumerate([0.9, 0.3, 0.15])]
     (entry,) = VideoResult(frames, H, W).to_ytvis()
     assert entry["score"] == 0.45000001788139343  # see test_mean_score_is_float32_arithmetic
+
+
+def test_category_names_by_id():
+    from cmasktrack.categories import category_name
+    from cmasktrack.config import CMaskTrackConfig
+
+    assert [category_name(["cat", "dog"], i) for i in (1, 2, 3, 0)] == ["cat", "dog", "3", "0"]
+    cfg = CMaskTrackConfig(num_classes=3, category_names=["cat", "dog"])
+    assert [cfg.category_name(i) for i in (1, 2, 3)] == ["cat", "dog", "3"]
+    assert CMaskTrackConfig(num_classes=3).category_name(2) == "2"
