@@ -31,6 +31,8 @@ from typing import Literal, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .config import CMaskTrackConfig
+
 __all__ = [
     "DEFAULT_SCALE",
     "DEFAULT_MEAN",
@@ -47,14 +49,15 @@ __all__ = [
     "paste_masks",
 ]
 
+# The defaults are the model configuration's (one definition, in CMaskTrackConfig).
 #: (long side, short side) limits of the official OVIS / YouTube-VIS test scale.
-DEFAULT_SCALE: Tuple[int, int] = (640, 360)
+DEFAULT_SCALE: Tuple[int, int] = CMaskTrackConfig.image_scale
 #: ImageNet mean in RGB order, on 0-255 values.
-DEFAULT_MEAN: Tuple[float, float, float] = (123.675, 116.28, 103.53)
+DEFAULT_MEAN: Tuple[float, float, float] = CMaskTrackConfig.pixel_mean
 #: ImageNet std in RGB order, on 0-255 values.
-DEFAULT_STD: Tuple[float, float, float] = (58.395, 57.12, 57.375)
+DEFAULT_STD: Tuple[float, float, float] = CMaskTrackConfig.pixel_std
 #: The padded input's height and width are multiples of this.
-DEFAULT_SIZE_DIVISOR: int = 32
+DEFAULT_SIZE_DIVISOR: int = CMaskTrackConfig.size_divisor
 
 # OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights of 8-bit images are integers scaled by 2**11.
 _COEF_BITS = 11
