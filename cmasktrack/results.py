@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-from pycocotools import mask as mask_utils
-
 from .categories import category_name
+from .data.ytvis import decode_rle, encode_mask
+
+__all__ = ["FrameResult", "Track", "VideoResult", "encode_mask", "decode_rle", "majority_label", "mean_score"]
 
 
 @dataclass
@@ -64,21 +65,6 @@ class Track:
         """Dense bool (H, W) mask of one frame, or None where the track is absent."""
         rle = self.rle(frame)
         return None if rle is None else decode_rle(rle)
-
-
-def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
-    """Bool/uint8 (H, W) mask -> COCO RLE with ``counts`` as str (the results-json form)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
-def decode_rle(rle: Dict[str, Any]) -> np.ndarray:
-    """COCO RLE (``counts`` str or bytes) -> dense bool (H, W) mask."""
-    r = dict(rle)
-    if isinstance(r["counts"], str):
-        r["counts"] = r["counts"].encode("ascii")
-    return mask_utils.decode(r).astype(bool)
 
 
 def majority_label(labels: Sequence[int]) -> int:

@@ -29,14 +29,17 @@ import os
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from .categories import category_name
-from .results import FrameResult, VideoResult, decode_rle
+from .data.ytvis import decode_rle
+
+if TYPE_CHECKING:  # types only: results imports this module to render itself
+    from .results import FrameResult, VideoResult
 
 __all__ = ["track_color", "render_frame", "render_video", "VIDEO_SUFFIXES"]
 

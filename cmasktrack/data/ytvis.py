@@ -37,6 +37,8 @@ __all__ = [
     "VISFormatError",
     "VISVideo",
     "check_segmentation",
+    "decode_rle",
+    "encode_mask",
     "is_absent",
     "rle_to_json",
     "segmentation_to_rle",
@@ -131,6 +133,20 @@ def rle_to_json(rle: Optional[dict]) -> Optional[dict]:
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
+    """Bool/uint8 (H, W) mask -> compressed COCO RLE with ``counts`` as str (the results-json
+    form)."""
+    return rle_to_json(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+
+
+def decode_rle(rle: Mapping[str, Any]) -> np.ndarray:
+    """Compressed COCO RLE (``counts`` str or bytes) -> dense bool (H, W) mask."""
+    r = dict(rle)
+    if isinstance(r["counts"], str):
+        r["counts"] = r["counts"].encode("ascii")
+    return mask_utils.decode(r).astype(bool)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The package's shape: no import cycles between its modules."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cmasktrack"
+
+
+def _modules():
+    """{dotted module name: (file, is_package)} of every module of the package."""
+    mods = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = list(f.relative_to(PACKAGE.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        mods[".".join(parts[:-1] if is_pkg else parts)] = (f, is_pkg)
+    return mods
+
+
+def _imports(name, path, is_pkg, mods):
+    """The package modules ``name`` imports at run time (lazy imports inside functions count;
+    ``if TYPE_CHECKING:`` blocks and a module's own parent packages do not)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                   for stmt in node.body for n in ast.walk(stmt)}
+    package = name if is_pkg else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[:len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in mods and t != name and not name.startswith(t + ".")}
+    return found
+
+
+def test_no_import_cycles():
+    mods = _modules()
+    graph = {m: _imports(m, f, p, mods) for m, (f, p) in mods.items()}
+    # depth-first search for a back edge; report the cycle it closes
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for dep in sorted(graph[m]):
+            if state.get(dep) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert "cmasktrack.results" in graph and "cmasktrack.visualize" in graph["cmasktrack.results"]
