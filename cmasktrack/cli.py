@@ -212,23 +212,100 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # --------------------------------------------------------------------------------------------
-# train
+# train (also ``python -m cmasktrack.train``, which torchrun needs)
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--config", metavar="CFG_JSON", help="training configuration json (TrainConfig fields; "
+                     "may name a \"preset\" and override some of its fields)")
+    src.add_argument("--preset", default=None, help="a named configuration: ovis (the official recipe, default) "
+                     "or cpu_small")
+    parser.add_argument("--data", required=True, metavar="ANNOTATIONS_JSON",
+                        help="training annotations (OVIS / YouTube-VIS format)")
+    parser.add_argument("--image-root", required=True, metavar="DIR", help="directory the json's file_names are "
+                        "relative to")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (checkpoints, log, model)")
+    parser.add_argument("--init", metavar="PATH", default=None, help="initial weights: an official mmdetection "
+                        ".pth (COCO Mask R-CNN), torchvision's maskrcnn_resnet50_fpn COCO weights, a torchvision "
+                        "ResNet, or a cmasktrack model directory (overrides the config's init)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT_DIR",
+                        help="continue from the latest checkpoint in --out (or from CHECKPOINT_DIR)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainConfig field, VALUE as json (e.g. --set max_epochs=6 "
+                        "--set 'model={\"calibration\": false}'); repeatable")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar / log lines")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
 
 def _add_train_parser(subparsers: "argparse._SubParsersAction") -> None:
-    from .train.cli import add_train_subparser
+    parser = _add_subcommand(
+        subparsers, "train",
+        help="train or fine-tune a model on OVIS / YouTube-VIS json data",
+        description="Train CMaskTrack R-CNN with the official recipe (or a configured variant). Run under "
+                    "torchrun (torchrun ... -m cmasktrack.train ...) for several processes/GPUs.",
+    )
+    _add_train_arguments(parser)
+    parser.set_defaults(func=_run_train)
 
-    add_train_subparser(subparsers)
+
+def _parse_set(items: Sequence[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string
+        out[key.strip()] = value
+    return out
+
+
+def _train_config(args: argparse.Namespace):
+    """The :class:`~cmasktrack.train.TrainConfig` the ``train`` arguments describe."""
+    from .train.config import TrainConfig
+
+    if args.config:
+        cfg = TrainConfig.load(args.config)
+    else:
+        cfg = TrainConfig.preset(args.preset or "ovis")
+    overrides = _parse_set(args.set)
+    if args.init is not None:
+        overrides["init"] = args.init
+    if overrides:
+        d = cfg.to_dict()
+        if "model" in overrides:
+            d["model"] = {**d["model"], **overrides.pop("model")}
+        d.update(overrides)
+        cfg = TrainConfig.from_dict(d)
+    return cfg
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import os
+
+    from .train.loop import train
+
+    cfg = _train_config(args)
+    if args.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    result = train(cfg, args.data, args.image_root, args.out, resume=args.resume, device=args.device,
+                   progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.out_dir)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
-# Subcommand registry. HOOK for the lead: add `track`, `train` and `convert` here as
-# `_add_<name>_parser(subparsers)` functions that create their parser with `_add_subcommand`
-# and call `parser.set_defaults(func=_run_<name>)`, with `_run_<name>(args) -> int` importing
-# what it needs lazily (keeps `eval` free of torch). Raise exceptions with a clear message;
-# `main` turns them into one stderr line and exit code 2.
+# Subcommand registry: each `_add_<name>_parser(subparsers)` creates its parser with
+# `_add_subcommand` and calls `parser.set_defaults(func=_run_<name>)`; `_run_<name>(args) -> int`
+# imports what it needs lazily (keeps `eval` free of torch). Exceptions with a clear message
+# become one stderr line and exit code 2 in `main`.
 
 _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_eval_parser,
