@@ -232,7 +232,8 @@ def test_results_load_and_round_trip(tmp_path):
     expected[:, 1] = 1
     np.testing.assert_array_equal(mask_utils.decode(preds[0].segmentations[2]), expected)
     path = tmp_path / "results.json"
-    save_results(preds, path)
+    with pytest.deprecated_call():
+        save_results(preds, path)
     again = load_results(path, ds)
     for p, q in zip(preds, again):
         assert (p.video_id, p.category_id, p.score) == (q.video_id, q.category_id, q.score)
@@ -244,9 +245,10 @@ def test_results_load_and_round_trip(tmp_path):
     loose = good_results()[1:]
     loose[0].update(video_id=9.0, category_id=2.0)
     assert (load_results(loose, ds)[0].video_id, load_results(loose, ds)[0].category_id) == (9, 2)
-    assert results_to_json([VISPrediction(9, 1, 0.5, [None])]) == [
-        {"video_id": 9, "score": 0.5, "category_id": 1, "segmentations": [None]}
-    ]
+    with pytest.deprecated_call():
+        assert results_to_json([VISPrediction(9, 1, 0.5, [None])]) == [
+            {"video_id": 9, "score": 0.5, "category_id": 1, "segmentations": [None]}
+        ]
 
 
 def _bad_results(index, **changes):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -29,7 +30,7 @@ from .ytvis import (
     segmentation_to_rle,
 )
 
-__all__ = ["ResultsFormatError", "VISPrediction", "load_results", "save_results", "results_to_json"]
+__all__ = ["ResultsFormatError", "VISPrediction", "load_results"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -122,7 +123,15 @@ def load_results(source: Union[PathLike, Sequence[Mapping[str, Any]]], dataset: 
 
 
 def results_to_json(predictions: Sequence[VISPrediction]) -> List[Dict[str, Any]]:
-    """The server's results list for ``predictions`` (compressed RLE counts as strings)."""
+    """Deprecated (unused by cmasktrack): the server's results list for ``predictions``. Results
+    entries come from :meth:`cmasktrack.VideoResult.to_ytvis` or
+    :func:`cmasktrack.track_dataset`."""
+    warnings.warn("results_to_json is deprecated: results entries come from VideoResult.to_ytvis() or "
+                  "track_dataset()", DeprecationWarning, stacklevel=2)
+    return _to_json(predictions)
+
+
+def _to_json(predictions: Sequence[VISPrediction]) -> List[Dict[str, Any]]:
     return [
         {
             "video_id": int(p.video_id),
@@ -135,6 +144,9 @@ def results_to_json(predictions: Sequence[VISPrediction]) -> List[Dict[str, Any]
 
 
 def save_results(predictions: Sequence[VISPrediction], path: PathLike) -> None:
-    """Write ``predictions`` as the server's results json."""
+    """Deprecated (unused by cmasktrack): write ``predictions`` as the server's results json.
+    :func:`cmasktrack.track_dataset` writes the results file (and the server's zip)."""
+    warnings.warn("save_results is deprecated: track_dataset() writes the results file", DeprecationWarning,
+                  stacklevel=2)
     with open(os.fspath(path), "w", encoding="utf-8") as handle:
-        json.dump(results_to_json(predictions), handle)
+        json.dump(_to_json(predictions), handle)

@@ -4,7 +4,9 @@
 ``(y + d_k, x + d_l)`` falls outside the map, with ``d_k = dilation_patch * k -
 floor(dilation_patch * (patch_size - 1) / 2)`` for ``k = 0 .. patch_size - 1`` (for patch 16 and
 dilation 2: -15, -13, ..., +15; for patch 3 and dilation 1: -1, 0, 1).  This is the convention of
-the official op's CUDA forward, which the published weights were trained with (see SPEC.md); the
+the official op's CUDA forward, which the published weights were trained and tested with (the
+official op's CPU forward and CUDA backward use ``2 * (k - 7)`` = -14 ... +16 instead, an upstream
+inconsistency; cmasktrack uses the CUDA-forward displacements on every device); the
 backward is the true gradient of this forward.  The result is the raw sum: the calibration module
 divides it by the channel count and applies its activation itself.
 
