@@ -1,9 +1,13 @@
 """cmasktrack: CMaskTrack R-CNN video instance segmentation under occlusion, in modern PyTorch.
 
->>> from cmasktrack import CMaskTrack                                   # doctest: +SKIP
+>>> from cmasktrack import CMaskTrack, VISDataset, evaluate_vis, render_video, track_dataset  # doctest: +SKIP
 >>> model = CMaskTrack.from_pretrained("path/or/hub-id")                # doctest: +SKIP
 >>> result = model.track_video("frames/")                               # doctest: +SKIP
 >>> result.to_ytvis(video_id=1)                                         # doctest: +SKIP
+>>> gt = VISDataset.from_json("annotations.json", image_root="frames/") # doctest: +SKIP
+>>> evaluate_vis(gt, track_dataset(model, gt, "results.json"))          # doctest: +SKIP
+
+Training is :mod:`cmasktrack.train` (``from cmasktrack.train import TrainConfig, train``).
 
 Heavy modules (torch) are imported on first use, so ``cmasktrack eval`` starts quickly.
 """
@@ -27,6 +31,8 @@ _LAZY = {
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
+    "load_results": ("cmasktrack.data.results", "load_results"),
+    "track_dataset": ("cmasktrack.inference", "track_dataset"),
     "render_video": ("cmasktrack.visualize", "render_video"),
     "render_frame": ("cmasktrack.visualize", "render_frame"),
 }

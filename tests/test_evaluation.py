@@ -130,6 +130,29 @@ def test_swapped_identity():
     assert res.stats["AR1"] == pytest.approx(0.2)
 
 
+def test_every_form_of_predictions_gives_the_same_hand_values(tmp_path):
+    # the swapped-identity case above, given as a results path, as results entries and as
+    # {video id: VideoResult} straight from the tracker (no json in between)
+    import json
+
+    from cmasktrack.results import FrameResult, VideoResult
+
+    A = [rect(0, 10, 0, 10)] * 5
+    B = [rect(20, 30, 20, 30)] * 5
+    gt = gt_json({1: 5}, [(1, 1, 1, A, 0), (2, 1, 1, B, 0)])
+    p1, p2 = A[:4] + B[4:], B[:4] + A[4:]
+    frames = [FrameResult(t, str(t), np.zeros((2, 4), np.float32), np.array([0.9, 0.8], np.float32),
+                          np.array([1, 1]), np.array([0, 1]), [enc(p1[t]), enc(p2[t])]) for t in range(5)]
+    result = VideoResult(frames, H, W)
+    entries = [pred(1, 1, 0.9, p1), pred(1, 1, 0.8, p2)]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(entries))
+    ds = VISDataset.from_json(gt)
+    for predictions in (str(tmp_path / "results.json"), entries, {1: result}, load_results(entries, ds)):
+        res = evaluate_vis(str(tmp_path / "gt.json"), predictions)
+        assert (res.stats["AP"], res.stats["AP50"], res.stats["AR1"]) == pytest.approx((0.4, 1.0, 0.2))
+
+
 def test_one_missing_frame():
     # ground truth frame areas 12*10, 100, 100, 100; the prediction misses frame 0:
     # IoU = 300 / 420 = 0.714 -> matched at 0.50 .. 0.70 (5 of 10 thresholds)

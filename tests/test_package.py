@@ -64,3 +64,19 @@ def test_no_import_cycles():
         if m not in state:
             visit(m)
     assert "cmasktrack.results" in graph and "cmasktrack.visualize" in graph["cmasktrack.results"]
+
+
+def test_public_names_resolve():
+    import importlib
+
+    import cmasktrack
+
+    for name in cmasktrack.__all__:
+        assert getattr(cmasktrack, name) is not None, name
+    # the common tasks from one import line
+    from cmasktrack import CMaskTrack, VISDataset, evaluate_vis, load_results, render_video, track_dataset  # noqa: F401
+
+    for package in ("cmasktrack.data", "cmasktrack.evaluation", "cmasktrack.train", "cmasktrack.data.synthetic"):
+        module = importlib.import_module(package)
+        missing = [n for n in module.__all__ if not hasattr(module, n)]
+        assert not missing, (package, missing)

@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from ..data.results import VISPrediction
+from ..data.results import VISPrediction, load_results
 from ..data.ytvis import VISDataset
 from .occlusion import OCCLUSION_RANGES, derived_occlusion_scores, official_occlusion_score
 from .video_iou import video_iou_matrix
@@ -252,16 +253,35 @@ def _occlusion_subsets(
     return {**ap, **ar}
 
 
+def _as_predictions(predictions: Any, dataset: VISDataset) -> List[VISPrediction]:
+    """Validated predictions from any of the forms :func:`evaluate_vis` takes."""
+    if isinstance(predictions, Mapping):  # {video id: VideoResult}
+        entries = [entry for video_id, result in predictions.items()
+                   for entry in result.to_ytvis(video_id=video_id, official_extras=False)]
+        return load_results(entries, dataset)
+    if isinstance(predictions, (str, bytes, os.PathLike)):
+        return load_results(predictions, dataset)
+    predictions = list(predictions)
+    if all(isinstance(p, VISPrediction) for p in predictions):
+        return predictions
+    return load_results(predictions, dataset)
+
+
 def evaluate_vis(
-    dataset: VISDataset,
-    predictions: Sequence[VISPrediction],
+    dataset: Union[VISDataset, str, "os.PathLike[str]"],
+    predictions: Union[Sequence[VISPrediction], Sequence[Mapping[str, Any]], Mapping[int, Any], str,
+                       "os.PathLike[str]"],
     derived_occlusion: Optional[bool] = None,
 ) -> VISEvalResult:
     """Evaluate predicted tracks against a ground truth, as the official VIS evaluation.
 
     Args:
-        dataset: the ground truth (:meth:`VISDataset.from_json`).
-        predictions: validated predictions (:func:`cmasktrack.data.results.load_results`).
+        dataset: the ground truth: a :class:`VISDataset` or the path of its annotation json.
+        predictions: the predicted tracks, in any of these forms: a results json path; its
+            entries (the list :meth:`cmasktrack.VideoResult.to_ytvis` or
+            :func:`cmasktrack.track_dataset` return); ``{video id: VideoResult}`` (straight
+            from :meth:`CMaskTrack.track_video`, no json in between); or predictions already
+            validated by :func:`cmasktrack.data.results.load_results`.
         derived_occlusion: compute the derived (box-overlap) occlusion breakdown: ``None``
             (default) when the ground truth has no official occlusion labels, ``True`` always,
             ``False`` never.
@@ -272,7 +292,11 @@ def evaluate_vis(
     Raises:
         ValueError: a prediction's video is not in the ground truth, or the occlusion labels
             are incomplete (some annotations have them and others not, or an object has none).
+        ResultsFormatError: the predictions are malformed (the message names the entry).
     """
+    if not isinstance(dataset, VISDataset):
+        dataset = VISDataset.from_json(dataset)
+    predictions = _as_predictions(predictions, dataset)
     for index, p in enumerate(predictions):
         if p.video_id not in dataset.videos:
             raise ValueError(f"prediction {index}: unknown video_id {p.video_id} (not in the ground truth)")
@@ -305,8 +329,8 @@ def evaluate_vis(
     }
 
     occlusion = None
-    labelled = [a for a in dataset.annotations if a.occlusion is not None]
-    if labelled and len(labelled) != len(dataset.annotations):
+    labelled = dataset.has_occlusion_labels
+    if not labelled and any(a.occlusion is not None for a in dataset.annotations):
         missing = next(a for a in dataset.annotations if a.occlusion is None)
         raise ValueError(
             f"annotation id {missing.id} (video {missing.video_id}) has no 'occlusion' labels "
