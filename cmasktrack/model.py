@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .checkpoint import CheckpointError, convert_official_state_dict, infer_config, load_official_state_dict
+from .weights import CheckpointError, convert_official_state_dict, infer_config, load_official_state_dict
 from .config import CONFIG_NAME, WEIGHTS_NAME, CMaskTrackConfig
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
 from .results import VideoResult
@@ -103,7 +103,7 @@ class CMaskTrack(CMaskTrackRCNN):
     @classmethod
     def from_official_checkpoint(cls, path: str, dtype: torch.dtype = torch.float32, **config_overrides: Any) -> "CMaskTrack":
         """Build the model an official ``.pth`` describes and load its weights (see
-        :mod:`cmasktrack.checkpoint`)."""
+        :mod:`cmasktrack.weights`)."""
         sd = load_official_state_dict(path)
         config = infer_config(sd, **config_overrides)
         if "track_head.fcs.0.weight" not in sd:

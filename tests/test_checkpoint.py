@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from cmasktrack.checkpoint import (CheckpointError, convert_official_state_dict, infer_config,
-                                   load_official_state_dict)
+from cmasktrack.weights import (CheckpointError, convert_official_state_dict, infer_config,
+                                load_official_state_dict)
 from cmasktrack.model import CMaskTrack
 
 from official_keys import official_state_dict

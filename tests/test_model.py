@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmasktrack.checkpoint import CheckpointError
+from cmasktrack.weights import CheckpointError
 from cmasktrack.config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 

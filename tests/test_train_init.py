@@ -1,13 +1,13 @@
-"""Initialising training from pretrained checkpoints (cmasktrack.train.init)."""
+"""Initialising training from pretrained checkpoints (cmasktrack.train.initialisation)."""
 
 import pytest
 import torch
 import torchvision
 
-from cmasktrack.checkpoint import CheckpointError
+from cmasktrack.weights import CheckpointError
 from cmasktrack.config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
-from cmasktrack.train.init import detect_checkpoint_kind, initialise_model, torchvision_to_cmasktrack_key
+from cmasktrack.train.initialisation import detect_checkpoint_kind, initialise_model, torchvision_to_cmasktrack_key
 
 from official_keys import official_state_dict
 

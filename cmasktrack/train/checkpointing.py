@@ -1,7 +1,7 @@
 """Training checkpoints: ``<out>/checkpoints/iter_XXXXXXXX/`` holding
 
-* ``model.safetensors`` + ``config.json`` — the model (float32), loadable with
-  ``CMaskTrack.from_pretrained`` like any model directory;
+* ``model.safetensors`` + ``config.json`` — the model (float32), written by
+  ``save_pretrained`` and loadable with ``CMaskTrack.from_pretrained`` like any model directory;
 * ``training_state.pt`` — optimiser, LR scheduler and AMP scaler state, the iteration, and the
   RNG states of Python, NumPy and PyTorch (CPU and CUDA) — plain tensors and containers only,
   read back with ``torch.load(weights_only=True)``;
@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+
+from ..weights import fit_and_load, read_model_dir
 
 __all__ = ["CHECKPOINT_DIR", "checkpoint_path", "list_checkpoints", "latest_checkpoint", "save_checkpoint",
            "load_checkpoint", "rng_state", "set_rng_state"]
@@ -83,17 +85,15 @@ def save_checkpoint(out_dir: str, iteration: int, model: torch.nn.Module, optimi
                     scheduler: Any, scaler: Optional[Any], train_config: Any, keep: int = 0) -> str:
     """Write the checkpoint of ``iteration`` (see the module docstring); keep the ``keep`` most
     recent ones (0: all). Returns its directory."""
-    from safetensors.torch import save_file
+    from .config import TRAIN_CONFIG_NAME
 
     final = checkpoint_path(out_dir, iteration)
     tmp = final + ".tmp"
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    model.config.save(os.path.join(tmp, "config.json"))
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-    train_config.save(os.path.join(tmp, "train_config.json"))
+    model.save_pretrained(tmp)
+    train_config.save(os.path.join(tmp, TRAIN_CONFIG_NAME))
     torch.save({
         "iteration": int(iteration),
         "optimizer": optimizer.state_dict(),
@@ -113,13 +113,11 @@ def save_checkpoint(out_dir: str, iteration: int, model: torch.nn.Module, optimi
 def load_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
                     scheduler: Any = None, scaler: Optional[Any] = None, restore_rng: bool = True) -> int:
     """Load a checkpoint directory into the given objects; returns its iteration."""
-    from safetensors.torch import load_file
-
     state_path = os.path.join(path, STATE_NAME)
     if not os.path.isfile(state_path):
         raise FileNotFoundError(f"{path} is not a training checkpoint: {STATE_NAME} is missing")
-    weights = load_file(os.path.join(path, "model.safetensors"))
-    model.load_state_dict(weights, strict=True)
+    _, weights = read_model_dir(path)
+    fit_and_load(model, weights, path)
     st = torch.load(state_path, map_location="cpu", weights_only=True)
     if optimizer is not None:
         optimizer.load_state_dict(st["optimizer"])
