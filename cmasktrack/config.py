@@ -6,19 +6,19 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Type
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def read_json(path: str) -> Any:
-    """The content of a json file; a clear error naming the file when it is not valid json."""
-    with open(path) as f:
+def read_json(path: str, error: Type[Exception] = ValueError) -> Any:
+    """The content of a json file; ``error`` naming the file when it is not valid json."""
+    with open(path, encoding="utf-8") as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+            raise error(f"{path}: not valid json ({e})") from None
 
 
 @dataclass

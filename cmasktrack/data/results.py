@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from ..config import read_json
 from .ytvis import (
     VISDataset,
     VISFormatError,
@@ -106,12 +107,7 @@ def load_results(source: Union[PathLike, Sequence[Mapping[str, Any]]], dataset: 
         FileNotFoundError: the path does not exist.
     """
     if isinstance(source, (str, bytes, os.PathLike)):
-        name = os.fspath(source)
-        with open(name, "r", encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as exc:
-                raise ResultsFormatError(f"{name}: not valid json ({exc})") from None
+        data = read_json(os.fspath(source), ResultsFormatError)
     else:
         data = source
     if not isinstance(data, list):

@@ -20,7 +20,6 @@ official ``ytvos.annToRLE`` does.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from ..config import read_json
 
 __all__ = [
     "OCCLUSION_LABELS",
@@ -319,11 +320,7 @@ class VISDataset:
             name = "annotations"
         else:
             name = os.fspath(source)
-            with open(name, "r", encoding="utf-8") as handle:
-                try:
-                    data = json.load(handle)
-                except json.JSONDecodeError as exc:
-                    raise VISFormatError(f"{name}: not valid json ({exc})") from None
+            data = read_json(name, VISFormatError)
         if not isinstance(data, Mapping):
             raise VISFormatError(f"{name}: the top level must be a json object, got {type(data).__name__}")
         for key in ("videos", "categories"):

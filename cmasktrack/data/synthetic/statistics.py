@@ -3,13 +3,13 @@ Markdown table that sets them beside the published OVIS numbers."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...evaluation.occlusion import OCCLUSION_RANGES, occlusion_group, official_occlusion_score
+from ...config import read_json
 from ..ytvis import OCCLUSION_LABELS
 
 __all__ = ["OVIS_REFERENCE", "occlusion_statistics", "format_statistics"]
@@ -79,11 +79,7 @@ def occlusion_statistics(annotations: Union[PathLike, Mapping]) -> Dict[str, obj
     medium / heavy 40.5 % / 16.1 % / 43.4 %; 102 disappear→reappear events, all by occlusion,
     in 32.9 % of the objects; a fully hidden object in 62.9 % of the frames.
     """
-    if isinstance(annotations, Mapping):
-        data = annotations
-    else:
-        with open(annotations, "r", encoding="utf-8") as f:
-            data = json.load(f)
+    data = annotations if isinstance(annotations, Mapping) else read_json(os.fspath(annotations))
     for key in ("videos", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"not an OVIS/YouTube-VIS annotation file: missing {key!r}")
