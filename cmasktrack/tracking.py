@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from .modeling.boxes import box_iou
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN, FrameDetections
 from .results import FrameResult, VideoResult, encode_mask
-from .transforms import FrameMeta, mask_paste_boxes, paste_masks, preprocess_frame
+from .postprocess import mask_paste_boxes, paste_masks
+from .transforms import FrameMeta, preprocess_frame
 
 
 class TrackMemory:

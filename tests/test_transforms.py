@@ -1,5 +1,5 @@
-"""Tests of cmasktrack.transforms against OpenCV and hand-written re-implementations of the
-official mmdetection / mmcv code paths."""
+"""Tests of cmasktrack.transforms, .resize and .postprocess against OpenCV and hand-written
+re-implementations of the official mmdetection / mmcv code paths."""
 
 from __future__ import annotations
 
@@ -7,21 +7,21 @@ import numpy as np
 import pytest
 import torch
 
+from cmasktrack.postprocess import mask_paste_boxes, paste_mask, paste_masks
+from cmasktrack.resize import resize_bilinear_uint8, resize_prob_map
 from cmasktrack.transforms import (
     DEFAULT_MEAN,
     DEFAULT_STD,
     FrameMeta,
     compute_scale,
-    mask_paste_boxes,
     normalize_and_pad,
-    paste_mask,
-    paste_masks,
     preprocess_frame,
-    resize_bilinear_uint8,
-    resize_prob_map,
 )
 
 cv2 = pytest.importorskip("cv2")
+
+# paste_mask (one mask) is a deprecated form of paste_masks; its tests stay
+pytestmark = pytest.mark.filterwarnings("ignore:paste_mask is deprecated:DeprecationWarning")
 
 
 @pytest.fixture
