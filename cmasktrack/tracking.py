@@ -235,7 +235,7 @@ class VideoTracker:
             if t == 0:
                 self.memory.reset()
             embeds = model.embed(cur.feats, det.boxes_resized)
-            ids = self.memory.assign(det, embeds, model.track_head.match_logits)
+            ids = self.memory.assign(det, embeds, model.match_logits)
             keep = np.nonzero(ids >= 0)[0]
             det = det.select(torch.as_tensor(keep, dtype=torch.long, device=det.boxes.device))
         with self._timed("mask_head"):

@@ -57,16 +57,29 @@ def test_offset_channels_are_dy_dx_per_tap():
     torch.testing.assert_close(m(cur, ref), cur + F.conv2d(lowered, m.deform_weight))
 
 
-def test_calibrate_levels_batches_references():
+def test_model_calibrates_one_frame_against_each_reference_row():
+    """``CMaskTrackRCNN.calibrate`` with a one-row target and R reference rows (what inference
+    does) and ``head_features`` with R references give, per row, the module applied to that
+    reference alone; P6 is not calibrated."""
+    from cmasktrack.modeling.cmasktrack_rcnn import HEAD_LEVELS, CMaskTrackRCNN
+    from conftest import tiny_config
+
     torch.manual_seed(3)
-    m = TemporalCalibration(channels=4, patch_size=2, dilation_patch=1).double()
-    cur = [torch.randn(1, 4, 6, 5, dtype=torch.float64), torch.randn(1, 4, 3, 3, dtype=torch.float64)]
+    model = CMaskTrackRCNN(tiny_config(fpn_channels=8, corr_patch_size=2, corr_dilation=1)).double().eval()
+    sizes = [(6, 5), (3, 3), (2, 2), (1, 1), (1, 1)]
+    cur = [torch.randn(1, 8, h, w, dtype=torch.float64) for h, w in sizes]
     refs = [[torch.randn_like(c) for c in cur] for _ in range(3)]
-    out = m.calibrate_levels(cur, refs)
-    for lvl in range(2):
+    with torch.no_grad():
+        stacked = [torch.cat([r[lvl] for r in refs]) for lvl in range(len(sizes))]
+        out = model.calibrate(cur, stacked)
+        head = model.head_features(cur, refs)
+    assert len(out) == len(head) == HEAD_LEVELS == 4
+    for lvl in range(HEAD_LEVELS):
         assert out[lvl].shape[0] == 3
         for r in range(3):
-            torch.testing.assert_close(out[lvl][r: r + 1], m(cur[lvl], refs[r][lvl]))
+            expected = model.calibration(cur[lvl], refs[r][lvl])
+            torch.testing.assert_close(out[lvl][r: r + 1], expected)
+            torch.testing.assert_close(head[lvl][r: r + 1], expected)
 
 
 def test_grid_sample_deform_conv_matches_torchvision_values_and_gradients():

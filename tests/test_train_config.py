@@ -16,7 +16,8 @@ def test_defaults_are_the_official_recipe():
     assert (c.rpn_pos_iou, c.rpn_neg_iou, c.rpn_min_pos_iou, c.rpn_num_samples, c.rpn_pos_fraction) == (
         0.7, 0.3, 0.3, 256, 0.5)
     assert (c.rcnn_pos_iou, c.rcnn_neg_iou, c.rcnn_num_samples, c.rcnn_pos_fraction) == (0.5, 0.5, 512, 0.25)
-    assert c.rcnn_add_gt_as_proposals and c.rpn_allowed_border == 0 and c.mask_size == 28
+    assert c.rcnn_add_gt_as_proposals and c.rpn_allowed_border == 0
+    assert c.frozen_stages == 1 and c.batchnorm == "affine"  # mmdet v1: frozen_stages=1, norm_eval, BN trained
     assert c.rpn_smoothl1_beta == pytest.approx(1 / 9) and c.flip_ratio == 0.5 and c.ref_range == 5
     assert c.effective_lr(4) == pytest.approx(0.005) and c.effective_lr(1) == pytest.approx(0.00125)
     m = c.model_config(26, [f"c{i}" for i in range(25)])
@@ -54,8 +55,25 @@ def test_preset_with_overrides_and_errors(tmp_path):
         TrainConfig(optimizer="adam")
     with pytest.raises(ValueError, match="frozen_stages"):
         TrainConfig(frozen_stages=5)
-    with pytest.raises(ValueError, match="train_batchnorm"):
+    with pytest.raises(ValueError, match="batchnorm"):
         TrainConfig(precise_bn_batches=10)
+    with pytest.raises(ValueError, match="batchnorm"):
+        TrainConfig(batchnorm="sync")
+
+
+def test_configs_of_earlier_versions_still_load():
+    """``train_batchnorm`` (true: batch statistics; false: everything frozen, what it meant
+    then) maps to ``batchnorm`` with a DeprecationWarning; ``mask_size`` 28 is accepted and
+    dropped, any other size refused."""
+    with pytest.warns(DeprecationWarning, match="train_batchnorm"):
+        assert TrainConfig.from_dict({"train_batchnorm": True, "mask_size": 28}).batchnorm == "batch"
+    with pytest.warns(DeprecationWarning):
+        old = TrainConfig(train_batchnorm=False)
+    assert old.batchnorm == "frozen" and "train_batchnorm" not in old.to_dict()
+    with pytest.warns(DeprecationWarning):
+        assert TrainConfig.from_dict({"preset": "cpu_small", "train_batchnorm": True}).batchnorm == "batch"
+    with pytest.raises(ValueError, match="mask_size"):
+        TrainConfig.from_dict({"mask_size": 32})
 
 
 def test_lr_factor_hand_values():
@@ -73,7 +91,7 @@ def test_lr_factor_hand_values():
     assert [lr_factor(i, it, 5) for i in (9, 10, 19, 20)] == pytest.approx([1, 0.1, 0.1, 0.01])
 
 
-def test_scheduler_follows_lr_factor_and_resumes():
+def test_scheduler_learning_rates_by_hand_and_resume():
     c = TrainConfig(by_epoch=False, max_iters=30, lr_steps=(6,), warmup_iters=4, warmup_ratio=0.25)
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2)
@@ -83,8 +101,8 @@ def test_scheduler_follows_lr_factor_and_resumes():
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([0.2 * lr_factor(i, c, 3) for i in range(8)])
-    assert seen[:2] == pytest.approx([0.05, 0.2 * (0.25 + 0.75 / 4)])
+    # warm-up from 0.25 over 4 iterations: 0.2 * (1 - (1 - i / 4) * 0.75); x0.1 from iteration 6
+    assert seen == pytest.approx([0.05, 0.0875, 0.125, 0.1625, 0.2, 0.2, 0.02, 0.02])
     state = sched.state_dict()
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
     sched2 = WarmupStepLR(opt2, c, 3)

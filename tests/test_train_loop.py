@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 import cmasktrack
-from cmasktrack.train import TrainConfig, VISTrainDataset, collate_train, forward_train, total_loss, train
+from cmasktrack.train import (TrainConfig, VISTrainDataset, collate_train, forward_train, prepare_model, total_loss,
+                              train)
 from cmasktrack.train.dataset import GroupedBatchSampler
 from cmasktrack.train.loop import build_model, iteration_seed
 
@@ -108,13 +109,13 @@ def test_resume_gives_identical_parameters(tiny, tmp_path):
 
 
 def test_from_scratch_options_train_every_stage_and_batchnorm(tiny, tmp_path):
-    """train_batchnorm + frozen_stages=-1 + AdamW: the stem and the BatchNorm statistics and
+    """batchnorm="batch" + frozen_stages=-1 + AdamW: the stem and the BatchNorm statistics and
     affine values move, the saved model keeps the frozen-BatchNorm layout and its eval output
     uses the learnt running statistics."""
     from cmasktrack.model import CMaskTrack
 
     ann, frames = tiny
-    cfg = tiny_cfg(max_iters=4, train_batchnorm=True, frozen_stages=-1, optimizer="adamw", lr=1e-3,
+    cfg = tiny_cfg(max_iters=4, batchnorm="batch", frozen_stages=-1, optimizer="adamw", lr=1e-3,
                    bn_momentum=0.5)
     ds = VISTrainDataset(ann, frames, scale=(128, 80))
     init = build_model(cfg, ds, cfg.seed).state_dict()
@@ -192,7 +193,7 @@ def test_ddp_two_gloo_processes_match_single_process_reference(tiny, tmp_path):
     # plain SGD with the warm-up learning rates written out (0.5 then 0.75 of lr).
     ds = VISTrainDataset(ann, frames, scale=(128, 80))
     model = build_model(cfg, ds, cfg.seed)
-    model.train()
+    prepare_model(model, cfg)  # the official trained set (BatchNorm affine of layer2-4 included)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
     rank_batches = [list(GroupedBatchSampler(ds.group_flags, 1, 2, r, seed=cfg.seed)) for r in (0, 1)]

@@ -73,22 +73,54 @@ def test_state_dict_layout_is_unchanged_and_round_trip_is_exact():
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
+@pytest.mark.parametrize("batchnorm", ["affine", "frozen", "batch"])
 @pytest.mark.parametrize("stages", [-1, 0, 1, 3])
-def test_prepare_backbone_freezes_the_first_stages(stages):
+def test_prepare_backbone_freezes_the_first_stages(stages, batchnorm):
     body = ResNetFPN(depth=18, out_channels=16).body
-    n = prepare_backbone(body, stages, train_batchnorm=True)
+    n = prepare_backbone(body, stages, batchnorm)
     frozen = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")[: (stages + 1) + (1 if stages >= 0 else 0)]
+    bns = {name: m for name, m in body.named_modules() if isinstance(m, (FrozenBatchNorm2d, TrainableBatchNorm2d))}
+    assert all(isinstance(m, TrainableBatchNorm2d) for m in bns.values())  # weight, bias are parameters
     for name, p in body.named_parameters():
-        assert p.requires_grad == (not name.startswith(frozen)), name
-    kinds = {name: type(m) for name, m in body.named_modules()
-             if isinstance(m, (FrozenBatchNorm2d, TrainableBatchNorm2d))}
-    for name, kind in kinds.items():
-        expect = FrozenBatchNorm2d if name.startswith(frozen) else TrainableBatchNorm2d
-        assert kind is expect, (name, kind)
-    assert n == sum(kind is TrainableBatchNorm2d for kind in kinds.values())
+        is_bn = name.rsplit(".", 1)[0] in bns
+        expect = not name.startswith(frozen) and (not is_bn or batchnorm != "frozen")
+        assert p.requires_grad == expect, name
+    for name, m in bns.items():  # batch statistics only with "batch", never in frozen stages
+        assert m.use_batch_stats == (batchnorm == "batch" and not name.startswith(frozen)), name
+    learnt = sum(1 for name in bns if not name.startswith(frozen)) if batchnorm != "frozen" else 0
+    assert n == learnt
     # downsample BatchNorms (layerN.0.downsample.1) follow their stage too
-    ds = dict(body.named_modules())["layer2.0.downsample.1"]
-    assert isinstance(ds, FrozenBatchNorm2d if stages >= 2 else TrainableBatchNorm2d)
+    ds = bns["layer2.0.downsample.1"]
+    assert ds.weight.requires_grad == (stages < 2 and batchnorm != "frozen")
+    # preparing again (another policy) starts from the same weights and gives that policy
+    assert prepare_backbone(body, 4, "frozen") == 0
+    assert not any(p.requires_grad for p in body.parameters())
+
+
+def test_affine_policy_is_batchnorm_in_eval_mode_with_trained_affine():
+    """``use_batch_stats=False`` (the official ``norm_eval``): the output and the gradients of
+    input, weight and bias are those of ``nn.BatchNorm2d`` in eval mode, in train mode too, and
+    the running statistics do not move."""
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(6).double().eval()
+    with torch.no_grad():
+        ref.running_mean.normal_()
+        ref.running_var.uniform_(0.5, 2.0)
+        ref.weight.normal_()
+        ref.bias.normal_()
+    bn = TrainableBatchNorm2d(6, use_batch_stats=False).double().train()
+    bn.load_state_dict({k: v for k, v in ref.state_dict().items() if k != "num_batches_tracked"})
+    x = torch.randn(3, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    grad = torch.randn(3, 6, 5, 4, dtype=torch.float64)
+    out, expected = bn(x), ref(x2)
+    torch.testing.assert_close(out, expected)
+    out.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(bn.weight.grad, ref.weight.grad)
+    torch.testing.assert_close(bn.bias.grad, ref.bias.grad)
+    assert torch.equal(bn.running_mean, ref.running_mean) and torch.equal(bn.running_var, ref.running_var)
 
 
 def test_normalise_frozen_batchnorm_gives_unit_statistics():

@@ -138,7 +138,6 @@ def test_sample_rois_hand_computed():
     assert s.labels.tolist() == [3, 1, 3, 3, 0]
     assert s.pos_gt_index.tolist() == [0, 1, 0, 0]
     assert s.ref_targets.tolist() == [2, 0, 2, 2]
-    assert s.pos_is_gt.tolist() == [True, True, False, False]
     # stds (0.1, 0.1, 0.2, 0.2): p0 centre 5.5 -> 4.5 over width 10 = -0.1 -> -1;
     # p2 cy 9.5 -> 4.5 over height 20 = -0.25 -> -2.5, dh = log(10/20) / 0.2
     expected = T([0, 0, 0, 0], [0, 0, 0, 0], [-1, -1, 0, 0], [0, -2.5, 0, math.log(0.5) / 0.2])
@@ -149,7 +148,8 @@ def test_sample_rois_hand_computed():
     assert s.num_pos == 2 and s.boxes.size(0) == 3 and s.labels[2] == 0
     # without adding the ground truths
     s = sample_rois(proposals, gt, labels, ref_index, add_gt_as_proposals=False)
-    assert s.num_pos == 2 and s.pos_gt_index.tolist() == [0, 0] and not s.pos_is_gt.any()
+    assert s.num_pos == 2 and s.pos_gt_index.tolist() == [0, 0]
+    assert torch.equal(s.pos_boxes, T([1, 1, 10, 10], [0, 0, 9, 19]))  # proposals only
 
 
 def test_mask_targets_against_opencv():

@@ -9,7 +9,6 @@ added to F_t.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -191,15 +190,3 @@ class TemporalCalibration(nn.Module):
         if impl == "grid_sample":
             return deform_conv2d_3x3_grid_sample(x, offset, self.deform_weight)
         return deform_conv2d(x, offset, self.deform_weight, padding=(1, 1))
-
-    def calibrate_levels(self, cur: Sequence[torch.Tensor], refs: Sequence[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
-        """Calibrate every level of one target frame against R references in one batch.
-
-        ``cur``: per level (1, C, H, W); ``refs``: R lists of per-level (1, C, H, W).
-        Returns per level (R, C, H, W): row r is the target calibrated with reference r.
-        """
-        out = []
-        for lvl, x in enumerate(cur):
-            ref = torch.cat([r[lvl] for r in refs], dim=0)
-            out.append(self.forward(x.expand(ref.size(0), -1, -1, -1), ref))
-        return out

@@ -16,9 +16,13 @@ from ..config import CMaskTrackConfig
 from .backbone import ResNetFPN
 from .calibration import TemporalCalibration
 from .poolers import MultiLevelRoIAlign
-from .roi_heads import BoxHead, MaskHead, postprocess_detections
-from .rpn import RPN, select_proposals
+from .roi_heads import BOX_ROI_SIZE, MASK_ROI_SIZE, MASK_SIZE, BoxHead, MaskHead, postprocess_detections
+from .rpn import RPN
+from .rpn import select_proposals as _select_proposals
 from .track_head import TrackHead
+
+#: Number of FPN levels the RoI heads (box, mask, track) read: P2-P5; P6 feeds only the RPN.
+HEAD_LEVELS = 4
 
 
 @dataclass
@@ -51,11 +55,11 @@ class CMaskTrackRCNN(nn.Module):
         c = config.fpn_channels
         self.backbone = ResNetFPN(config.depth, c)
         self.rpn = RPN(c, config.anchor_strides, (config.anchor_scale,), config.anchor_ratios)
-        self.box_roi_pool = MultiLevelRoIAlign(7, config.anchor_strides[:4])
-        self.mask_roi_pool = MultiLevelRoIAlign(14, config.anchor_strides[:4])
-        self.box_head = BoxHead(c, 7, config.box_head_fc, config.num_classes)
+        self.box_roi_pool = MultiLevelRoIAlign(BOX_ROI_SIZE, config.anchor_strides[:HEAD_LEVELS])
+        self.mask_roi_pool = MultiLevelRoIAlign(MASK_ROI_SIZE, config.anchor_strides[:HEAD_LEVELS])
+        self.box_head = BoxHead(c, BOX_ROI_SIZE, config.box_head_fc, config.num_classes)
         self.mask_head = MaskHead(c, config.mask_head_convs, c, config.num_classes)
-        self.track_head = TrackHead(c, 7, config.track_head_fc)
+        self.track_head = TrackHead(c, BOX_ROI_SIZE, config.track_head_fc)
         self.calibration: Optional[TemporalCalibration] = (
             TemporalCalibration(c, config.corr_patch_size, config.corr_dilation, config.calibration_convs)
             if config.calibration
@@ -72,35 +76,117 @@ class CMaskTrackRCNN(nn.Module):
         """Dtype of the parameters."""
         return next(self.parameters()).dtype
 
-    # ------------------------------------------------------------------ per-frame pieces
+    # ------------------------------------------------------------------ network pieces
+    # Training (:func:`cmasktrack.train.forward_train`) and inference
+    # (:class:`cmasktrack.tracking.VideoTracker`) compose the network from these methods only.
+
     def extract_features(self, images: torch.Tensor) -> List[torch.Tensor]:
         """(B, 3, H, W) normalised, padded images -> FPN levels [P2, ..., P6]."""
         return self.backbone(images)
 
+    @staticmethod
+    def head_levels(feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The FPN levels the RoI heads read (the first :data:`HEAD_LEVELS`: P2-P5)."""
+        return list(feats[:HEAD_LEVELS])
+
+    def calibrate(self, feats: Sequence[torch.Tensor], ref_feats: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The head levels of targets calibrated with references, row by row:
+        ``F_t + DeformConv(F_r, offsets(corr(F_t, F_r)))`` for row b of ``feats`` and row b of
+        ``ref_feats`` (a one-row ``feats`` is shared by every reference row). Without
+        calibration (MaskTrack R-CNN) the plain head levels.
+
+        The correlation and the deformable conv run in the calibration's parameter dtype with
+        autocast off (float32 in mixed-precision training and inference).
+        """
+        levels = self.head_levels(feats)
+        if self.calibration is None:
+            return levels
+        refs = self.head_levels(ref_feats)
+        dtype = self.calibration.deform_weight.dtype
+        out = []
+        with torch.autocast(device_type=levels[0].device.type, enabled=False):
+            for x, r in zip(levels, refs):
+                x, r = x.to(dtype), r.to(dtype)
+                if x.size(0) == 1 and r.size(0) > 1:
+                    x = x.expand(r.size(0), -1, -1, -1)
+                out.append(self.calibration(x, r))
+        return out
+
     def head_features(
         self, feats: Sequence[torch.Tensor], ref_feats: Sequence[Sequence[torch.Tensor]]
     ) -> List[torch.Tensor]:
-        """Features the box and mask heads read (P2-P5), one batch row per reference.
+        """Features the box and mask heads read for one frame, one batch row per reference.
 
-        With calibration and at least one reference: row r is the target calibrated with
-        reference r (P6 is not calibrated: no head reads it). Otherwise the plain features
-        (one row).
+        ``feats``: the frame's FPN levels (batch 1); ``ref_feats``: R references' levels. With
+        calibration and at least one reference, row r is the frame calibrated with reference r
+        (:meth:`calibrate`); otherwise the plain head levels (one row).
         """
-        levels = list(feats[:4])
         if self.calibration is None or len(ref_feats) == 0:
-            return levels
-        return self.calibration.calibrate_levels(levels, [list(r[:4]) for r in ref_feats])
+            return self.head_levels(feats)
+        stacked = [torch.cat([r[lvl] for r in ref_feats], dim=0) for lvl in range(HEAD_LEVELS)]
+        return self.calibrate(feats, stacked)
+
+    def rpn_outputs(
+        self, feats: Sequence[torch.Tensor]
+    ) -> Tuple[List[torch.Tensor], List[torch.Tensor], List[torch.Tensor]]:
+        """RPN objectness logits and box deltas of every level (from the plain features), and
+        the anchors of every level in the same order."""
+        logits, deltas = self.rpn(feats)
+        return logits, deltas, self.rpn.anchors(feats)
+
+    def select_proposals(
+        self,
+        logits: Sequence[torch.Tensor],
+        deltas: Sequence[torch.Tensor],
+        anchors: Sequence[torch.Tensor],
+        image_index: int,
+        img_shape: Tuple[int, int],
+        pre_nms_top_n: Optional[int] = None,
+        post_nms_top_n: Optional[int] = None,
+        max_num: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Proposals (K, 5) of batch row ``image_index`` from RPN outputs (no gradient), with
+        the config's test-time settings unless overridden."""
+        cfg = self.config
+        return _select_proposals(
+            logits, deltas, anchors, image_index, img_shape,
+            cfg.rpn_pre_nms_top_n if pre_nms_top_n is None else pre_nms_top_n,
+            cfg.rpn_post_nms_top_n if post_nms_top_n is None else post_nms_top_n,
+            cfg.rpn_max_num if max_num is None else max_num,
+            cfg.rpn_nms_thresh, cfg.rpn_min_size,
+        )
 
     def proposals(self, feats: Sequence[torch.Tensor], img_shape: Tuple[int, int]) -> torch.Tensor:
         """RPN proposals (K, 5) of a single frame from its plain features."""
-        cfg = self.config
-        logits, deltas = self.rpn(feats)
-        anchors = self.rpn.anchors(feats)
-        return select_proposals(
-            logits, deltas, anchors, 0, img_shape, cfg.rpn_pre_nms_top_n, cfg.rpn_post_nms_top_n,
-            cfg.rpn_max_num, cfg.rpn_nms_thresh, cfg.rpn_min_size,
-        )
+        logits, deltas, anchors = self.rpn_outputs(feats)
+        return self.select_proposals(logits, deltas, anchors, 0, img_shape)
 
+    @staticmethod
+    def _pool(pooler: MultiLevelRoIAlign, levels: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """RoI features: ``rois`` (K, 5) with the batch row first, or boxes (K, 4) pooled from
+        every batch row (-> (B * K, ...), row-major in (batch row, box))."""
+        if rois.size(1) == 4:
+            return pooler.pool_shared(levels, rois)
+        return pooler(levels, rois)
+
+    def box_outputs(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and class-specific box deltas of RoIs (see :meth:`_pool` for the two
+        RoI forms) on the head features."""
+        return self.box_head(self._pool(self.box_roi_pool, head_feats, rois))
+
+    def mask_logits(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """Class-specific :data:`MASK_SIZE` squared mask logits of RoIs on the head features."""
+        return self.mask_head(self._pool(self.mask_roi_pool, head_feats, rois))
+
+    def track_embeddings(self, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """Track embeddings (K, D) of RoIs from the *plain* head levels of ``feats``."""
+        return self.track_head.embed(self._pool(self.box_roi_pool, self.head_levels(feats), rois))
+
+    def match_logits(self, embeds: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + M) match logits of embeddings against known objects' ("new" = column 0)."""
+        return self.track_head.match_logits(embeds, memory)
+
+    # ------------------------------------------------------------------ test-time steps
     def detect(
         self,
         head_feats: Sequence[torch.Tensor],
@@ -114,8 +200,7 @@ class CMaskTrackRCNN(nn.Module):
         cfg = self.config
         copies = head_feats[0].size(0)
         n = proposals.size(0)
-        roi_feats = self.box_roi_pool.pool_shared(head_feats, proposals[:, :4])
-        cls_logits, deltas = self.box_head(roi_feats)
+        cls_logits, deltas = self.box_outputs(head_feats, proposals[:, :4])
         cls_logits = cls_logits.view(copies, n, -1).mean(dim=0)
         deltas = deltas.view(copies, n, -1).mean(dim=0)
         boxes, scores, labels = postprocess_detections(
@@ -127,9 +212,8 @@ class CMaskTrackRCNN(nn.Module):
         return FrameDetections(boxes, scores, labels, resized)
 
     def embed(self, feats: Sequence[torch.Tensor], boxes_resized: torch.Tensor) -> torch.Tensor:
-        """Track embeddings (N, D) of boxes from the *plain* features of the frame."""
-        roi_feats = self.box_roi_pool.pool_shared(list(feats[:4]), boxes_resized)
-        return self.track_head.embed(roi_feats)
+        """Track embeddings (N, D) of a frame's boxes (K, 4) from its *plain* features."""
+        return self.track_embeddings(feats, boxes_resized)
 
     def mask_probs(
         self, head_feats: Sequence[torch.Tensor], boxes_resized: torch.Tensor, labels: torch.Tensor
@@ -139,7 +223,7 @@ class CMaskTrackRCNN(nn.Module):
         copies = head_feats[0].size(0)
         n = boxes_resized.size(0)
         if n == 0:
-            return boxes_resized.new_zeros((0, 28, 28))
-        logits = self.mask_head(self.mask_roi_pool.pool_shared(head_feats, boxes_resized))
+            return boxes_resized.new_zeros((0, MASK_SIZE, MASK_SIZE))
+        logits = self.mask_logits(head_feats, boxes_resized)
         logits = logits.view(copies, n, *logits.shape[1:]).mean(dim=0)
         return logits[torch.arange(n, device=logits.device), labels].sigmoid()

@@ -12,6 +12,11 @@ from .boxes import decode_boxes, nms_legacy
 
 #: Standard deviations of the box head's regression targets (means are zero).
 BBOX_STDS = (0.1, 0.1, 0.2, 0.2)
+#: Side of the box head's RoI features and of the mask head's (which upsamples them x2).
+BOX_ROI_SIZE = 7
+MASK_ROI_SIZE = 14
+#: Side of the mask head's logits and of its training targets.
+MASK_SIZE = 2 * MASK_ROI_SIZE
 
 
 class BoxHead(nn.Module):

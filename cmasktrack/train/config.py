@@ -11,15 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from ..config import CMaskTrackConfig, read_json
+from ..modeling.roi_heads import MASK_SIZE
 
-__all__ = ["TrainConfig", "PRESETS", "TRAIN_CONFIG_NAME"]
+__all__ = ["TrainConfig", "PRESETS", "TRAIN_CONFIG_NAME", "BATCHNORM_POLICIES"]
 
 #: File name of the training configuration written next to checkpoints and the final model.
 TRAIN_CONFIG_NAME = "train_config.json"
+
+#: Values of :attr:`TrainConfig.batchnorm`.
+BATCHNORM_POLICIES = ("affine", "frozen", "batch")
 
 # Keys of CMaskTrackConfig that the training data decides (they may not be set in ``model``).
 _DATA_KEYS = ("num_classes", "category_names")
@@ -54,18 +59,29 @@ class TrainConfig:
     #: From scratch only (``init`` empty): set the backbone's frozen BatchNorm statistics from
     #: this many training frames before the first iteration, so that they normalise
     #: (:func:`cmasktrack.train.init.normalise_frozen_batchnorm`). 0: leave them identities.
-    #: Not used with ``train_batchnorm`` (those layers normalise with batch statistics).
+    #: Not used with ``batchnorm="batch"`` (those layers normalise with batch statistics).
     data_init_frames: int = 0
     #: ResNet stages without gradient: -1 none, 0 the stem, 1 the stem and layer1 (official:
     #: they come pretrained), up to 4. From scratch every stage should learn (-1).
     frozen_stages: int = 1
-    #: Train the BatchNorm layers of the unfrozen stages (batch statistics, running averages,
-    #: learnt affine parameters) instead of keeping them frozen (official). For training from
-    #: scratch; the saved model has frozen BatchNorm with the learnt values either way
-    #: (:mod:`cmasktrack.train.norm`).
-    train_batchnorm: bool = False
-    bn_momentum: float = 0.1  # running-statistics momentum of the trainable BatchNorm layers
-    #: With ``train_batchnorm``: after the last iteration, set the BatchNorm statistics to the
+    #: What training does to the backbone's BatchNorm layers outside the frozen stages
+    #: (:func:`cmasktrack.train.prepare_model`); the frozen stages' BatchNorm is always fixed:
+    #:
+    #: * ``"affine"`` (official, mmdetection v1's ``norm_eval=True`` with BN ``frozen=False``):
+    #:   normalise with the running statistics, never updated; the affine weight and bias are
+    #:   trained;
+    #: * ``"frozen"``: nothing trained (statistics and affine values fixed);
+    #: * ``"batch"``: normalise with batch statistics, update the running averages
+    #:   (``bn_momentum``), train weight and bias — for training from scratch.
+    #:
+    #: The saved model has frozen BatchNorm with the resulting values in every case
+    #: (:mod:`cmasktrack.train.norm`). (Replaces ``train_batchnorm``: true = ``"batch"``.)
+    batchnorm: str = "affine"
+    #: Deprecated constructor argument (not a field): true = ``batchnorm="batch"``, false =
+    #: ``"frozen"`` (what it meant before ``batchnorm`` existed).
+    train_batchnorm: dataclasses.InitVar[Optional[bool]] = None
+    bn_momentum: float = 0.1  # running-statistics momentum with batchnorm="batch"
+    #: With ``batchnorm="batch"``: after the last iteration, set the BatchNorm statistics to the
     #: average batch statistics of this many training batches under the final weights
     #: ("precise BatchNorm"; :func:`cmasktrack.train.norm.recompute_batchnorm_statistics`). 0: off.
     precise_bn_batches: int = 0
@@ -115,7 +131,6 @@ class TrainConfig:
     #: Crowd boxes make proposals whose IoF with them exceeds this "ignore"; -1 (official) keeps
     #: crowd boxes out of the targets entirely.
     ignore_iof_thr: float = -1.0
-    mask_size: int = 28
     #: Weight of ``loss_match`` in the total loss (1 official). From scratch, the unnormalised
     #: dot-product match logits give large, noisy match gradients that dominate the clipped
     #: gradient norm; a smaller weight lets the detector learn first.
@@ -133,7 +148,11 @@ class TrainConfig:
     log_interval: int = 20  # iterations between log lines
     max_time_s: float = 0.0  # stop (and save) after this many seconds of training; 0: no limit
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, train_batchnorm: Optional[bool] = None) -> None:
+        if train_batchnorm is not None:
+            warnings.warn("TrainConfig(train_batchnorm=...) is deprecated: use batchnorm='batch' (true) or 'frozen' "
+                          "(false)", DeprecationWarning, stacklevel=3)
+            self.batchnorm = "batch" if train_batchnorm else "frozen"
         if isinstance(self.lr_steps, list):
             self.lr_steps = tuple(int(s) for s in self.lr_steps)
         if not isinstance(self.model, dict):
@@ -149,8 +168,10 @@ class TrainConfig:
             (-1 <= self.frozen_stages <= 4, "frozen_stages must be in [-1, 4]"),
             (0.0 < self.bn_momentum <= 1.0, "bn_momentum must be in (0, 1]"),
             (self.precise_bn_batches >= 0, "precise_bn_batches must be >= 0"),
-            (self.precise_bn_batches == 0 or self.train_batchnorm,
-             "precise_bn_batches needs train_batchnorm (frozen BatchNorm statistics are fixed)"),
+            (self.batchnorm in BATCHNORM_POLICIES,
+             f"batchnorm must be one of {BATCHNORM_POLICIES}, got {self.batchnorm!r}"),
+            (self.precise_bn_batches == 0 or self.batchnorm == "batch",
+             "precise_bn_batches needs batchnorm='batch' (otherwise the BatchNorm statistics are fixed)"),
             (self.optimizer in ("sgd", "adamw"), f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}"),
             (self.workers_per_gpu >= 0, "workers_per_gpu must be >= 0"),
             (0.0 <= self.flip_ratio <= 1.0, "flip_ratio must be in [0, 1]"),
@@ -172,7 +193,6 @@ class TrainConfig:
             (self.rpn_neg_iou <= self.rpn_pos_iou, "rpn_neg_iou must be <= rpn_pos_iou"),
             (self.rcnn_neg_iou <= self.rcnn_pos_iou, "rcnn_neg_iou must be <= rcnn_pos_iou"),
             (self.rpn_smoothl1_beta > 0 and self.rcnn_smoothl1_beta > 0, "smooth L1 betas must be > 0"),
-            (self.mask_size >= 1, "mask_size must be >= 1"),
             (self.match_loss_weight >= 0, "match_loss_weight must be >= 0"),
             (self.seed >= 0, "seed must be >= 0"),
             (self.checkpoint_interval >= 0 and self.checkpoint_iters >= 0, "checkpoint intervals must be >= 0"),
@@ -212,10 +232,10 @@ class TrainConfig:
         starts from that preset, the other keys override it."""
         if not isinstance(d, dict):
             raise TypeError(f"a training config must be a json object, got {type(d).__name__}")
-        d = dict(d)
+        d = _upgrade_legacy_keys(dict(d))
         preset = d.pop("preset", None)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known - {"train_batchnorm"})
         if unknown:
             raise ValueError(f"unknown keys in training config: {unknown} (known: {sorted(known)})")
         if preset is not None:
@@ -267,6 +287,19 @@ class TrainConfig:
         return self.lr * self.total_batch(world_size) / self.lr_reference_batch
 
 
+def _upgrade_legacy_keys(d: Dict[str, Any]) -> Dict[str, Any]:
+    """Read configs written by earlier versions: ``train_batchnorm`` (passed on to the
+    constructor, which maps it to ``batchnorm``) and ``mask_size`` (always 28: the mask head's
+    output size, not a setting)."""
+    if "train_batchnorm" in d and "batchnorm" in d:
+        d.pop("train_batchnorm")
+    if "mask_size" in d:
+        size = d.pop("mask_size")
+        if size != MASK_SIZE:
+            raise ValueError(f"mask_size {size} is not supported: the mask head predicts {MASK_SIZE}x{MASK_SIZE} masks")
+    return d
+
+
 def _ovis() -> TrainConfig:
     return TrainConfig()
 
@@ -303,7 +336,7 @@ def _cpu_synthetic() -> TrainConfig:
         images_per_gpu=2,
         workers_per_gpu=1,
         frozen_stages=-1,
-        train_batchnorm=True,
+        batchnorm="batch",
         precise_bn_batches=25,
         optimizer="adamw",
         lr=0.001,  # SGD at 0.02 with trainable BatchNorm diverged in a probe; AdamW 1e-3 learnt ~3x faster

@@ -96,7 +96,7 @@ class TrainBatch:
     ref_images: torch.Tensor  # (B, 3, H, W)
     img_shapes: List[Tuple[int, int]]
     pad_shapes: List[Tuple[int, int]]
-    ref_img_shapes: List[Tuple[int, int]]
+    ref_img_shapes: List[Tuple[int, int]]  # metadata of the reference frames (the loss does not read it)
     gt_boxes: List[torch.Tensor]
     gt_labels: List[torch.Tensor]
     gt_masks: List[torch.Tensor]
@@ -188,9 +188,9 @@ class VISTrainDataset(Dataset):
             anns = self.vis.video_annotations(vid)
             usable = []
             for t in range(video.length):
-                ft = self._frame_targets(anns, t)
-                if ft.boxes:
-                    self._targets[(vid, t)] = ft
+                targets = self._frame_targets(anns, t)
+                if targets.boxes:
+                    self._targets[(vid, t)] = targets
                     usable.append(t)
                     self.samples.append((vid, t))
             self._usable[vid] = usable
@@ -211,7 +211,7 @@ class VISTrainDataset(Dataset):
 
     # ------------------------------------------------------------------ annotations
     def _frame_targets(self, anns: Sequence[VISAnnotation], t: int) -> _FrameTargets:
-        ft = _FrameTargets([], [], [], [], [])
+        targets = _FrameTargets([], [], [], [], [])
         for ann in anns:
             if is_absent(ann.segmentations[t]):
                 continue
@@ -229,13 +229,13 @@ class VISTrainDataset(Dataset):
                 continue
             corners = [x, y, x + w - 1, y + h - 1]
             if ann.iscrowd:
-                ft.crowd_boxes.append(corners)
+                targets.crowd_boxes.append(corners)
             else:
-                ft.boxes.append(corners)
-                ft.labels.append(self.cat2label[ann.category_id])
-                ft.ann_ids.append(ann.id)
-                ft.anns.append(ann)
-        return ft
+                targets.boxes.append(corners)
+                targets.labels.append(self.cat2label[ann.category_id])
+                targets.ann_ids.append(ann.id)
+                targets.anns.append(ann)
+        return targets
 
     def reference_candidates(self, video_id: int, frame_index: int) -> List[int]:
         """The frames the reference of ``frame_index`` is drawn from (see the module doc)."""
@@ -280,6 +280,56 @@ class VISTrainDataset(Dataset):
         return preprocess_frame(img, self.scale, self.mean, self.std, self.size_divisor, flip=flip)
 
     # ------------------------------------------------------------------ items
+    def pair(self, video_id: int, frame: int, ref_frame: int, flip: bool = False) -> TrainSample:
+        """The training pair of frame ``frame`` of video ``video_id`` (the json's id) with
+        reference frame ``ref_frame`` — what one draw of the random sampler builds, without
+        the randomness: the official ``OVISDataset.prepare_train_img`` for that draw.
+
+        Images: read, resized keeping the aspect ratio (OpenCV's uint8 bilinear), normalised,
+        mirrored when ``flip``, zero-padded to a multiple of ``size_divisor``. Ground truth of
+        ``frame``: boxes ``[x, y, x + w - 1, y + h - 1]`` from the json's ``bboxes``, scaled,
+        mirrored, clipped to the resized image; labels = 1-based position of the category in
+        the file; ``gt_ref_index`` = 1 + the object's index among the reference frame's
+        ground truths (0 when absent there); masks resized (nearest), mirrored and padded like
+        the image; crowd boxes as ``gt_boxes_ignore`` (without masks: see the module doc).
+        ``ref_boxes``: the reference frame's ground-truth boxes, transformed the same way.
+
+        ``frame`` must have a usable ground truth (the frames in :attr:`samples`); ``ref_frame``
+        may be any frame of the video (the sampler picks usable ones within ``ref_range``).
+        """
+        if video_id not in self.vis.videos:
+            raise KeyError(f"no video with id {video_id} in the annotations")
+        length = self.vis.videos[video_id].length
+        for name, t in (("frame", frame), ("ref_frame", ref_frame)):
+            if not 0 <= int(t) < length:
+                raise IndexError(f"{name} {t} is out of range for video {video_id} ({length} frames)")
+        frame, ref_frame = int(frame), int(ref_frame)
+        targets = self._targets.get((video_id, frame))
+        if targets is None:
+            raise ValueError(f"frame {frame} of video {video_id} has no usable ground truth (non-crowd, w, h >= 1, "
+                             "positive area): it is not a training frame")
+        ref_targets = self._targets.get((video_id, ref_frame))
+        if ref_targets is None:
+            ref_targets = self._frame_targets(self.vis.video_annotations(video_id), ref_frame)
+        image, meta = self._load(video_id, frame, flip)
+        ref_image, ref_meta = self._load(video_id, ref_frame, flip)
+        ref_position = {ann_id: j + 1 for j, ann_id in enumerate(ref_targets.ann_ids)}
+        return TrainSample(
+            image=image,
+            ref_image=ref_image,
+            meta=meta,
+            ref_meta=ref_meta,
+            gt_boxes=self._transform_boxes(targets.boxes, meta),
+            gt_labels=torch.tensor(targets.labels, dtype=torch.long),
+            gt_masks=self._masks(targets.anns, frame, meta),
+            gt_ref_index=torch.tensor([ref_position.get(a, 0) for a in targets.ann_ids], dtype=torch.long),
+            gt_boxes_ignore=self._transform_boxes(targets.crowd_boxes, meta),
+            ref_boxes=self._transform_boxes(ref_targets.boxes, ref_meta),
+            video_id=video_id,
+            frame_index=frame,
+            ref_frame_index=ref_frame,
+        )
+
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> TrainSample:
         if isinstance(key, tuple):
             index, seed = key
@@ -289,30 +339,11 @@ class VISTrainDataset(Dataset):
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample index {index} out of range ({len(self)} samples)")
-        vid, t = self.samples[index]
-        cands = self.reference_candidates(vid, t)
-        ref_t = cands[int(rng.integers(len(cands)))]
+        video_id, frame = self.samples[index]
+        candidates = self.reference_candidates(video_id, frame)
+        ref_frame = candidates[int(rng.integers(len(candidates)))]
         flip = bool(rng.random() < self.flip_ratio)
-        image, meta = self._load(vid, t, flip)
-        ref_image, ref_meta = self._load(vid, ref_t, flip)
-        ft = self._targets[(vid, t)]
-        rt = self._targets[(vid, ref_t)]
-        ref_pos = {aid: j + 1 for j, aid in enumerate(rt.ann_ids)}
-        return TrainSample(
-            image=image,
-            ref_image=ref_image,
-            meta=meta,
-            ref_meta=ref_meta,
-            gt_boxes=self._transform_boxes(ft.boxes, meta),
-            gt_labels=torch.tensor(ft.labels, dtype=torch.long),
-            gt_masks=self._masks(ft.anns, t, meta),
-            gt_ref_index=torch.tensor([ref_pos.get(a, 0) for a in ft.ann_ids], dtype=torch.long),
-            gt_boxes_ignore=self._transform_boxes(ft.crowd_boxes, meta),
-            ref_boxes=self._transform_boxes(rt.boxes, ref_meta),
-            video_id=vid,
-            frame_index=t,
-            ref_frame_index=ref_t,
-        )
+        return self.pair(video_id, frame, ref_frame, flip)
 
 
 def _pad_stack(tensors: Sequence[torch.Tensor], h: int, w: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from ..modeling.roi_heads import MASK_SIZE
 from .config import TrainConfig
 from .dataset import TrainBatch
 from .losses import mask_loss, match_loss, rcnn_losses, rpn_losses, total_loss
@@ -31,16 +32,6 @@ def _rois(boxes: List[torch.Tensor]) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def _calibrated(model: nn.Module, feats: List[torch.Tensor], ref_feats: List[torch.Tensor]) -> List[torch.Tensor]:
-    """P2-P5 calibrated with the reference (float32, outside autocast: the correlation op and
-    the deformable conv run in full precision)."""
-    levels = list(feats[:4])
-    if model.calibration is None:
-        return levels
-    with torch.autocast(device_type=levels[0].device.type, enabled=False):
-        return [model.calibration(f.float(), r.float()) for f, r in zip(levels, ref_feats[:4])]
-
-
 def forward_train(
     model: nn.Module,
     batch: TrainBatch,
@@ -51,29 +42,35 @@ def forward_train(
     ``loss_mask``, ``loss_match`` (their sum is what is minimised, see
     :func:`cmasktrack.train.losses.total_loss`) and the accuracies ``acc``, ``match_acc``.
 
+    The network is composed from the model's own methods (``extract_features``,
+    ``rpn_outputs``, ``select_proposals``, ``calibrate``, ``box_outputs``,
+    ``track_embeddings``, ``match_logits``, ``mask_logits``), the same ones inference uses.
+
     Args:
         model: a :class:`cmasktrack.modeling.cmasktrack_rcnn.CMaskTrackRCNN` (or
-            :class:`cmasktrack.model.CMaskTrack`) in train mode.
+            :class:`cmasktrack.model.CMaskTrack`), put into training state by
+            :func:`cmasktrack.train.prepare_model`.
         batch: a :class:`TrainBatch` on the model's device.
         cfg: target-assignment settings (default: the official recipe).
         generator: the CPU generator the anchor and RoI sampling draw from (reproducibility).
+            With ``rpn_num_samples`` / ``rcnn_num_samples`` at least the number of candidates,
+            every candidate is taken and the losses do not depend on it.
     """
     cfg = cfg or TrainConfig()
-    mcfg = model.config
+    anchor_strides = model.config.anchor_strides
     b = len(batch)
     feats_all = model.extract_features(torch.cat([batch.images, batch.ref_images], dim=0))
     feats = [f[:b] for f in feats_all]
     ref_feats = [f[b:] for f in feats_all]
 
-    # ---------------------------------------------------------------- RPN
-    logits, deltas = model.rpn(feats)
-    anchor_levels = model.rpn.anchors(feats)
+    # ---------------------------------------------------------------- RPN (plain features)
+    logits, deltas, anchor_levels = model.rpn_outputs(feats)
     anchors = torch.cat(anchor_levels, dim=0)
     sizes = [tuple(f.shape[-2:]) for f in feats]
     num_anchors = model.rpn.anchor_generator.num_anchors
     targets = []
     for i in range(b):
-        valid = anchor_valid_flags(sizes, mcfg.anchor_strides, num_anchors, batch.pad_shapes[i], anchors.device)
+        valid = anchor_valid_flags(sizes, anchor_strides, num_anchors, batch.pad_shapes[i], anchors.device)
         targets.append(rpn_targets(
             anchors, valid, batch.gt_boxes[i], batch.img_shapes[i], pos_iou=cfg.rpn_pos_iou,
             neg_iou=cfg.rpn_neg_iou, min_pos_iou=cfg.rpn_min_pos_iou, num_samples=cfg.rpn_num_samples,
@@ -82,17 +79,14 @@ def forward_train(
     losses: Dict[str, torch.Tensor] = rpn_losses(logits, deltas, targets, cfg.rpn_smoothl1_beta)
 
     # ---------------------------------------------------------------- proposals + sampling
-    from ..modeling.rpn import select_proposals
-
-    pre = cfg.train_rpn_pre_nms_top_n if cfg.train_rpn_pre_nms_top_n is not None else mcfg.rpn_pre_nms_top_n
-    post = cfg.train_rpn_post_nms_top_n if cfg.train_rpn_post_nms_top_n is not None else mcfg.rpn_post_nms_top_n
-    max_num = cfg.train_rpn_max_num if cfg.train_rpn_max_num is not None else mcfg.rpn_max_num
     detached_logits = [lg.detach().float() for lg in logits]
     detached_deltas = [d.detach().float() for d in deltas]
     samples = []
     for i in range(b):
-        proposals = select_proposals(detached_logits, detached_deltas, anchor_levels, i, batch.img_shapes[i],
-                                     pre, post, max_num, mcfg.rpn_nms_thresh, mcfg.rpn_min_size)
+        proposals = model.select_proposals(
+            detached_logits, detached_deltas, anchor_levels, i, batch.img_shapes[i],
+            cfg.train_rpn_pre_nms_top_n, cfg.train_rpn_post_nms_top_n, cfg.train_rpn_max_num,
+        )
         samples.append(sample_rois(
             proposals, batch.gt_boxes[i], batch.gt_labels[i], batch.gt_ref_index[i],
             gt_boxes_ignore=batch.gt_boxes_ignore[i], pos_iou=cfg.rcnn_pos_iou, neg_iou=cfg.rcnn_neg_iou,
@@ -102,9 +96,9 @@ def forward_train(
         ))
 
     # ---------------------------------------------------------------- box head (calibrated)
-    head_feats = _calibrated(model, feats, ref_feats)
+    head_feats = model.calibrate(feats, ref_feats)
     rois = _rois([s.boxes for s in samples])
-    cls_logits, box_deltas = model.box_head(model.box_roi_pool(head_feats, rois))
+    cls_logits, box_deltas = model.box_outputs(head_feats, rois)
     labels = torch.cat([s.labels for s in samples])
     pos_mask = torch.cat([torch.arange(s.boxes.size(0), device=rois.device) < s.num_pos for s in samples])
     box_targets = torch.cat([s.box_targets for s in samples])
@@ -112,17 +106,17 @@ def forward_train(
 
     # ---------------------------------------------------------------- track head (plain)
     pos_rois = _rois([s.pos_boxes for s in samples])
-    pos_embeds = model.track_head.embed(model.box_roi_pool(feats[:4], pos_rois))
-    ref_embeds = model.track_head.embed(model.box_roi_pool(ref_feats[:4], _rois(list(batch.ref_boxes))))
+    pos_embeds = model.track_embeddings(feats, pos_rois)
+    ref_embeds = model.track_embeddings(ref_feats, _rois(list(batch.ref_boxes)))
     pos_split = torch.split(pos_embeds, [s.num_pos for s in samples])
     ref_split = torch.split(ref_embeds, [r.size(0) for r in batch.ref_boxes])
-    match_logits = [model.track_head.match_logits(p, r) for p, r in zip(pos_split, ref_split)]
+    match_logits = [model.match_logits(p, r) for p, r in zip(pos_split, ref_split)]
     losses.update(match_loss(match_logits, [s.ref_targets for s in samples]))
 
     # ---------------------------------------------------------------- mask head (calibrated)
-    mask_logits = model.mask_head(model.mask_roi_pool(head_feats, pos_rois))
+    mask_logits = model.mask_logits(head_feats, pos_rois)
     m_targets = torch.cat([
-        mask_targets(s.pos_boxes, s.pos_gt_index, batch.gt_masks[i], cfg.mask_size) for i, s in enumerate(samples)
+        mask_targets(s.pos_boxes, s.pos_gt_index, batch.gt_masks[i], MASK_SIZE) for i, s in enumerate(samples)
     ]).to(mask_logits.device)
     pos_labels = torch.cat([s.labels[: s.num_pos] for s in samples])
     losses["loss_mask"] = mask_loss(mask_logits, m_targets, pos_labels)

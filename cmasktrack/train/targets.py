@@ -55,7 +55,6 @@ class AssignResult:
 
     gt_inds: torch.Tensor
     max_overlaps: torch.Tensor
-    num_gts: int
 
 
 def assign_max_iou(
@@ -84,9 +83,9 @@ def assign_max_iou(
     k = gt_boxes.size(0)
     gt_inds = torch.full((n,), -1, dtype=torch.long, device=boxes.device)
     if n == 0:
-        return AssignResult(gt_inds, boxes.new_zeros((0,)), k)
+        return AssignResult(gt_inds, boxes.new_zeros((0,)))
     if k == 0:
-        return AssignResult(torch.zeros_like(gt_inds), boxes.new_zeros((n,)), 0)
+        return AssignResult(torch.zeros_like(gt_inds), boxes.new_zeros((n,)))
     overlaps = box_iou(gt_boxes.to(boxes.dtype), boxes)  # (K, N)
     if ignore_iof_thr > 0 and gt_boxes_ignore is not None and gt_boxes_ignore.numel() > 0:
         iof = box_iof(boxes, gt_boxes_ignore.to(boxes.dtype))  # (N, M)
@@ -103,7 +102,7 @@ def assign_max_iou(
                 gt_inds[overlaps[i] == gt_max_overlaps[i]] = i + 1
             else:
                 gt_inds[gt_argmax_overlaps[i]] = i + 1
-    return AssignResult(gt_inds, max_overlaps, k)
+    return AssignResult(gt_inds, max_overlaps)
 
 
 def random_subset(indices: torch.Tensor, num: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -231,7 +230,7 @@ class RoISample:
     ``labels`` (S,) class of each RoI (0 for negatives); for the ``num_pos`` positives:
     ``pos_gt_index`` (P,) 0-based ground truth, ``box_targets`` (P, 4) deltas with the RCNN
     stds, ``ref_targets`` (P,) the match target over [new, reference objects] (the ground
-    truth's index in the reference frame + 1, 0 = not there), ``pos_is_gt`` (P,) bool.
+    truth's index in the reference frame + 1, 0 = not there).
     """
 
     boxes: torch.Tensor
@@ -240,7 +239,6 @@ class RoISample:
     pos_gt_index: torch.Tensor
     box_targets: torch.Tensor
     ref_targets: torch.Tensor
-    pos_is_gt: torch.Tensor
 
     @property
     def pos_boxes(self) -> torch.Tensor:
@@ -274,12 +272,10 @@ def sample_rois(
     assigned = assign_max_iou(boxes, gt_boxes, pos_iou, neg_iou, min_pos_iou,
                               gt_boxes_ignore=gt_boxes_ignore, ignore_iof_thr=ignore_iof_thr)
     gt_inds = assigned.gt_inds
-    is_gt = torch.zeros((boxes.size(0),), dtype=torch.bool, device=boxes.device)
     if add_gt_as_proposals and gt_boxes.numel():
         k = gt_boxes.size(0)
         boxes = torch.cat([gt_boxes.to(boxes.dtype), boxes], dim=0)
         gt_inds = torch.cat([torch.arange(1, k + 1, dtype=torch.long, device=boxes.device), gt_inds])
-        is_gt = torch.cat([torch.ones((k,), dtype=torch.bool, device=boxes.device), is_gt])
     pos, neg = sample_balanced(gt_inds, num_samples, pos_fraction, generator)
     pos_gt_index = gt_inds[pos] - 1
     sampled = torch.cat([boxes[pos], boxes[neg]], dim=0)
@@ -289,8 +285,7 @@ def sample_rois(
         box_targets = encode_boxes(boxes[pos], gt_boxes[pos_gt_index], stds).to(boxes.dtype)
     else:
         box_targets = boxes.new_zeros((0, 4))
-    return RoISample(sampled, labels, int(pos.numel()), pos_gt_index, box_targets,
-                     gt_ref_index[pos_gt_index], is_gt[pos])
+    return RoISample(sampled, labels, int(pos.numel()), pos_gt_index, box_targets, gt_ref_index[pos_gt_index])
 
 
 def mask_targets(
