@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from cmasktrack.modeling.backbone import ResNetFPN
-from cmasktrack.train.init import normalise_frozen_batchnorm
+from cmasktrack.train.initialisation import normalise_frozen_batchnorm
 from cmasktrack.train.norm import (TrainableBatchNorm2d, freeze_batchnorm, make_batchnorm_trainable,
                                    prepare_backbone, recompute_batchnorm_statistics)
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from cmasktrack.checkpoint import official_to_cmasktrack_key
+from cmasktrack.weights import official_to_cmasktrack_key
 from cmasktrack.config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 from cmasktrack.train import TrainConfig, VISTrainDataset, collate_train, forward_train, prepare_model

@@ -58,7 +58,7 @@ class TrainConfig:
     init: str = ""
     #: From scratch only (``init`` empty): set the backbone's frozen BatchNorm statistics from
     #: this many training frames before the first iteration, so that they normalise
-    #: (:func:`cmasktrack.train.init.normalise_frozen_batchnorm`). 0: leave them identities.
+    #: (:func:`cmasktrack.train.initialisation.normalise_frozen_batchnorm`). 0: leave them identities.
     #: Not used with ``batchnorm="batch"`` (those layers normalise with batch statistics).
     data_init_frames: int = 0
     #: ResNet stages without gradient: -1 none, 0 the stem, 1 the stem and layer1 (official:

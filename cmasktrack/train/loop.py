@@ -132,7 +132,7 @@ def _build_dataset(cfg: TrainConfig, annotations, image_root) -> VISTrainDataset
 def _initialise(model, cfg: TrainConfig, dataset: VISTrainDataset, log: TrainLogger) -> None:
     """Weights before the first iteration of a fresh run: ``cfg.init``, or from scratch the
     optional data-driven frozen BatchNorm statistics."""
-    from .init import initialise_model, normalise_frozen_batchnorm
+    from .initialisation import initialise_model, normalise_frozen_batchnorm
 
     if cfg.init:
         log.info(initialise_model(model, cfg.init).summary())
