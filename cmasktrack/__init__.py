@@ -32,7 +32,7 @@ _LAZY = {
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
     "load_results": ("cmasktrack.data.results", "load_results"),
-    "track_dataset": ("cmasktrack.inference", "track_dataset"),
+    "track_dataset": ("cmasktrack.tracking", "track_dataset"),
     "render_video": ("cmasktrack.visualize", "render_video"),
     "render_frame": ("cmasktrack.visualize", "render_frame"),
 }

@@ -151,7 +151,7 @@ def _run_track(args: argparse.Namespace) -> int:
         if args.vis is not None:
             raise ValueError("--vis works on a single video, not with --dataset")
         from .data.ytvis import VISDataset
-        from .inference import track_dataset
+        from .tracking import track_dataset
 
         dataset = VISDataset.from_json(args.dataset, image_root=args.image_root)
         model = _load_model(args)

@@ -16,7 +16,7 @@ from cmasktrack import CMaskTrack
 from cmasktrack.data.ytvis import VISDataset
 from cmasktrack.data.synthetic import generate
 from cmasktrack.evaluation import evaluate_vis, format_results_table
-from cmasktrack.inference import track_dataset
+from cmasktrack import track_dataset
 from cmasktrack.data.results import load_results
 from cmasktrack.train import TrainConfig, train
 

@@ -1,0 +1,14 @@
+"""Tracking videos with a CMaskTrack R-CNN.
+
+* :mod:`.association` — :class:`TrackMemory`, MaskTrack R-CNN's association maths;
+* :mod:`.video` — :class:`VideoTracker`, the per-frame pipeline over a stream of frames
+  (sliding window of features, references, heads, association, mask paste), and
+  :func:`track_frames`;
+* :mod:`.dataset` — :func:`track_dataset`, every video of a benchmark json, resumable.
+"""
+
+from .association import TrackMemory
+from .dataset import track_dataset
+from .video import VideoTracker, reference_indices, track_frames
+
+__all__ = ["TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]
