@@ -28,6 +28,7 @@ _LAZY = {
     "Track": ("cmasktrack.results", "Track"),
     "FrameResult": ("cmasktrack.results", "FrameResult"),
     "VideoTracker": ("cmasktrack.tracking", "VideoTracker"),
+    "TrackOptions": ("cmasktrack.tracking", "TrackOptions"),
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),

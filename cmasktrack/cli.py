@@ -134,9 +134,12 @@ def _load_model(args: argparse.Namespace):
     return CMaskTrack.from_pretrained(args.model or DEMO_MODEL, device=args.device)
 
 
-def _track_kwargs(args: argparse.Namespace) -> dict:
-    return dict(num_refs=args.num_refs, causal=args.causal, score_threshold=args.score_threshold,
-                batch_refs=args.batch_refs)
+def _track_options(args: argparse.Namespace):
+    """The :class:`~cmasktrack.tracking.TrackOptions` of the model options (validated)."""
+    from .tracking.options import TrackOptions
+
+    return TrackOptions.build(num_refs=args.num_refs, causal=args.causal, score_threshold=args.score_threshold,
+                              batch_refs=args.batch_refs)
 
 
 def _run_track(args: argparse.Namespace) -> int:
@@ -154,10 +157,11 @@ def _run_track(args: argparse.Namespace) -> int:
         from .tracking import track_dataset
 
         dataset = VISDataset.from_json(args.dataset, image_root=args.image_root)
+        options = _track_options(args)
         model = _load_model(args)
         t0 = time.perf_counter()
         entries = track_dataset(model, dataset, args.out, resume=not args.no_resume, write_zip=not args.no_zip,
-                                progress=not args.quiet, **_track_kwargs(args))
+                                progress=not args.quiet, options=options)
         print(f"{len(dataset.video_ids)} videos, {len(entries)} tracks, {time.perf_counter() - t0:.1f} s "
               f"-> {args.out}" + ("" if args.no_zip else f" and {os.path.splitext(args.out)[0]}.zip"))
         return 0
@@ -165,9 +169,10 @@ def _run_track(args: argparse.Namespace) -> int:
         raise ValueError("give INPUT (a folder of frames or a video file) or --dataset")
     if not os.path.exists(args.input):
         raise FileNotFoundError(2, "No such file or directory", args.input)
+    options = _track_options(args)
     model = _load_model(args)
     t0 = time.perf_counter()
-    result = model.track_video(args.input, progress=not args.quiet, **_track_kwargs(args))
+    result = model.track_video(args.input, options, progress=not args.quiet)
     seconds = time.perf_counter() - t0
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -8,11 +8,20 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .weights import CheckpointError, convert_official_state_dict, infer_config, load_official_state_dict
-from .config import CONFIG_NAME, WEIGHTS_NAME, CMaskTrackConfig
+from .config import CMaskTrackConfig
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
 from .results import VideoResult
-from .tracking import VideoTracker, track_frames
+from .tracking import TrackOptions, VideoTracker, track_frames
+from .weights import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    convert_official_state_dict,
+    fit_and_load,
+    infer_config,
+    load_official_state_dict,
+    read_model_dir,
+)
 
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".bin")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -66,22 +75,11 @@ class CMaskTrack(CMaskTrackRCNN):
 
     @classmethod
     def _from_directory(cls, path: str, dtype: torch.dtype, overrides: Dict[str, Any]) -> "CMaskTrack":
-        cfg_path = os.path.join(path, CONFIG_NAME)
-        w_path = os.path.join(path, WEIGHTS_NAME)
-        for p in (cfg_path, w_path):
-            if not os.path.isfile(p):
-                raise FileNotFoundError(f"{path} is not a cmasktrack model directory: {os.path.basename(p)} is missing")
-        config = CMaskTrackConfig.load(cfg_path)
+        config, state = read_model_dir(path)
         if overrides:
             config = CMaskTrackConfig.from_dict({**config.to_dict(), **overrides})
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(w_path)
-        except Exception as e:
-            raise CheckpointError(f"{w_path} is not a readable safetensors file: {e}") from None
         model = cls(config).to(dtype)
-        model.load_weights(state, source=w_path)
+        model.load_weights(state, source=os.path.join(path, WEIGHTS_NAME))
         return model
 
     @classmethod
@@ -117,22 +115,10 @@ class CMaskTrack(CMaskTrackRCNN):
         return model
 
     def load_weights(self, state: Dict[str, torch.Tensor], source: str = "state dict") -> None:
-        """Strictly load a cmasktrack state dict (any float dtype; cast to the model's)."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-               if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or bad:
-            parts = []
-            if missing:
-                parts.append(f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}")
-            if unexpected:
-                parts.append(f"unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
-            if bad:
-                parts.append(f"shape mismatch {bad[:10]}")
-            raise CheckpointError(f"{source} does not fit the model config: " + "; ".join(parts))
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+        """Strictly load a cmasktrack state dict (any float dtype; cast to the model's); a
+        :class:`~cmasktrack.weights.CheckpointError` lists every missing, unexpected or
+        mis-shaped key."""
+        fit_and_load(self, state, source)
 
     def save_pretrained(self, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> None:
         """Write ``config.json`` + ``model.safetensors`` into directory ``path`` (created).
@@ -147,19 +133,19 @@ class CMaskTrack(CMaskTrackRCNN):
         save_file(state, os.path.join(path, WEIGHTS_NAME), metadata={"format": "pt"})
 
     # ------------------------------------------------------------------ inference
-    def new_tracker(self, *, num_refs: Optional[int] = None, causal: bool = False,
-                    score_threshold: Optional[float] = None, batch_refs: Optional[int] = None) -> VideoTracker:
-        """A fresh per-video streaming state (``push`` frames, then ``finish``)."""
-        return VideoTracker(self, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                            batch_refs=batch_refs)
+    def new_tracker(self, options: Optional[TrackOptions] = None, **option_kwargs: Any) -> VideoTracker:
+        """A fresh per-video streaming state (``push`` frames, then ``finish``); ``options`` as
+        in :meth:`track_video` (``new_tracker(num_refs=5)`` works too)."""
+        return VideoTracker(self, options, **option_kwargs)
 
     @torch.no_grad()
     def track_video(
         self,
         frames: Any,
+        options: Optional[TrackOptions] = None,
         *,
         num_refs: Optional[int] = None,
-        causal: bool = False,
+        causal: Optional[bool] = None,
         score_threshold: Optional[float] = None,
         batch_refs: Optional[int] = None,
         progress: bool = True,
@@ -170,15 +156,18 @@ class CMaskTrack(CMaskTrackRCNN):
         (T, H, W, 3) array of uint8 RGB frames, any iterable of them (streamed), or a video file
         (needs PyAV: ``pip install cmasktrack[video]``).
 
-        ``num_refs`` (default: the config's, 5 for the official model) reference frames before
-        and, unless ``causal``, after each frame calibrate its features; 0 runs without
-        calibration (MaskTrack R-CNN). ``score_threshold`` overrides the detection threshold
-        (0.05). ``batch_refs`` caps how many references are calibrated at once (memory).
+        ``options``: a :class:`~cmasktrack.tracking.TrackOptions`; the keyword arguments
+        override its fields (None: keep them). ``num_refs`` (default: the config's, 5 for the
+        official model) reference frames before and, unless ``causal`` (default False), after
+        each frame calibrate its features; 0 runs without calibration (MaskTrack R-CNN).
+        ``score_threshold`` overrides the detection threshold (0.05). ``batch_refs`` caps how
+        many references are calibrated at once (memory).
         """
         from .data.frames import read_frames
 
         if self.training:
             raise RuntimeError("track_video needs eval mode: call model.eval() first")
+        options = TrackOptions.build(options, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                                     batch_refs=batch_refs)
         source = read_frames(frames)
-        return track_frames(self, source, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                            batch_refs=batch_refs, progress=progress, total=source.length_hint)
+        return track_frames(self, source, options=options, progress=progress, total=source.length_hint)

@@ -105,3 +105,11 @@ def test_default_model_is_the_shipped_demo(synth, tmp_path, capsys):
                  "--device", "cpu"]) == 0
     entries = json.loads(out.read_text())
     assert all(e["category_id"] in (1, 2, 3, 4, 5) for e in entries)  # the five synthetic categories
+
+
+def test_bad_tracking_option_is_one_line(tmp_path, capsys):
+    # checked before any model is loaded
+    assert main(["track", str(tmp_path), "--out", str(tmp_path / "r.json"), "--batch-refs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "cmasktrack: error: batch_refs must be >= 1, got 0"
+

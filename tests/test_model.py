@@ -132,6 +132,21 @@ def test_one_frame_video_uses_itself_as_reference(tiny_model, tiny_frames):
     assert not np.array_equal(plain.frames[0].scores, one.frames[0].scores)
 
 
+def test_track_options_object_and_keywords_agree(tiny_model, tiny_frames):
+    from cmasktrack import TrackOptions
+
+    opts = TrackOptions(num_refs=1, score_threshold=0.2)
+    by_object = tiny_model.track_video(tiny_frames[:2], opts, progress=False)
+    _same(by_object, tiny_model.track_video(tiny_frames[:2], num_refs=1, score_threshold=0.2, progress=False))
+    # keywords override the object's fields
+    _same(by_object, tiny_model.track_video(tiny_frames[:2], TrackOptions(num_refs=3, score_threshold=0.2),
+                                            num_refs=1, progress=False))
+    assert tiny_model.new_tracker(opts).options == opts
+    assert tiny_model.new_tracker(causal=True).options == TrackOptions(num_refs=2, causal=True)  # config's 2
+    with pytest.raises(ValueError, match="num_refs must be >= 0"):
+        tiny_model.track_video(tiny_frames[:1], num_refs=-1, progress=False)
+
+
 def test_frames_of_different_sizes_are_refused(tiny_model, tiny_frames):
     frames = [tiny_frames[0], tiny_frames[1][:60]]
     with pytest.raises(ValueError, match="size|60"):

@@ -134,3 +134,39 @@ def test_reference_indices():
     assert reference_indices(0, 1, 5, False) == []
     assert reference_indices(7, None, 5, True) == [2, 3, 4, 5, 6]
     assert reference_indices(3, 4, 2, False) == [1, 2]
+
+
+def test_track_options_are_validated_in_one_place():
+    from cmasktrack.tracking import TrackOptions
+
+    assert TrackOptions() == TrackOptions(num_refs=None, causal=False, score_threshold=None, batch_refs=None)
+    assert TrackOptions(num_refs=np.int64(3)).num_refs == 3 and type(TrackOptions(num_refs=np.int64(3)).num_refs) is int
+    for kwargs, error, match in [
+        (dict(num_refs=-1), ValueError, "num_refs must be >= 0, got -1"),
+        (dict(num_refs=1.5), TypeError, "num_refs must be a whole number"),
+        (dict(batch_refs=0), ValueError, "batch_refs must be >= 1, got 0"),
+        (dict(causal="yes"), TypeError, "causal"),
+        (dict(score_threshold=1.5), ValueError, r"score_threshold must be in \[0, 1\]"),
+        (dict(score_threshold=float("nan")), ValueError, "score_threshold"),
+    ]:
+        with pytest.raises(error, match=match):
+            TrackOptions(**kwargs)
+    with pytest.raises(Exception):  # frozen
+        TrackOptions().causal = True
+
+
+def test_track_options_build_combines_an_object_with_keywords():
+    from cmasktrack.tracking import TrackOptions
+
+    base = TrackOptions(num_refs=3, score_threshold=0.3)
+    # None keeps a field, a value replaces it, the object itself is never changed
+    assert TrackOptions.build(base, num_refs=None, causal=True) == TrackOptions(3, True, 0.3, None)
+    assert TrackOptions.build(base, num_refs=1).num_refs == 1 and base.num_refs == 3
+    assert TrackOptions.build(num_refs=2) == TrackOptions(num_refs=2)
+    assert TrackOptions.build(base) is base
+    with pytest.raises(TypeError, match="unknown tracking option"):
+        TrackOptions.build(num_ref=2)
+    with pytest.raises(TypeError, match="TrackOptions"):
+        TrackOptions.build({"num_refs": 2})
+    with pytest.raises(ValueError, match="batch_refs"):
+        TrackOptions.build(base, batch_refs=0)

@@ -1,5 +1,6 @@
 """Tracking videos with a CMaskTrack R-CNN.
 
+* :mod:`.options` — :class:`TrackOptions`, the test-time options every entry point takes;
 * :mod:`.association` — :class:`TrackMemory`, MaskTrack R-CNN's association maths;
 * :mod:`.video` — :class:`VideoTracker`, the per-frame pipeline over a stream of frames
   (sliding window of features, references, heads, association, mask paste), and
@@ -9,6 +10,7 @@
 
 from .association import TrackMemory
 from .dataset import track_dataset
+from .options import TrackOptions
 from .video import VideoTracker, reference_indices, track_frames
 
-__all__ = ["TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]
+__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]

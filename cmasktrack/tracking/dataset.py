@@ -9,6 +9,7 @@ import zipfile
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..data.ytvis import VISDataset
+from .options import TrackOptions
 
 __all__ = ["track_dataset"]
 
@@ -26,7 +27,8 @@ def track_dataset(
     resume: bool = True,
     write_zip: bool = True,
     progress: bool = True,
-    **track_kwargs: Any,
+    options: Optional[TrackOptions] = None,
+    **option_kwargs: Any,
 ) -> List[Dict[str, Any]]:
     """Track every video of ``dataset`` (frames under its image root) and write ``out_path``.
 
@@ -34,9 +36,10 @@ def track_dataset(
     ``resume`` a rerun skips those videos, so an interrupted run picks up where it stopped. At
     the end the entries of all videos (in dataset order) are written to ``out_path`` and, with
     ``write_zip``, to a zip next to it holding ``results.json`` (what the servers expect).
-    ``track_kwargs`` go to :meth:`CMaskTrack.track_video` (``num_refs``, ``causal``, ...).
-    Returns the results entries.
+    ``options`` (a :class:`TrackOptions`, or its fields as keyword arguments: ``num_refs``,
+    ``causal``, ...) say how each video is tracked. Returns the results entries.
     """
+    options = TrackOptions.build(options, **option_kwargs)
     ids = list(dataset.video_ids if video_ids is None else video_ids)
     unknown = [v for v in ids if v not in dataset.videos]
     if unknown:
@@ -64,7 +67,7 @@ def track_dataset(
                         f"video {vid}: {len(missing)} of {len(paths)} frames missing under the image root, "
                         f"first: {missing[0]}"
                     )
-                result = model.track_video(paths, progress=False, **track_kwargs)
+                result = model.track_video(paths, options, progress=False)
                 if (result.height, result.width) != (video.height, video.width):
                     raise ValueError(
                         f"video {vid}: frames are {result.width}x{result.height} but the annotation file says "

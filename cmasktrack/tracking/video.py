@@ -11,7 +11,7 @@ import time
 from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from ..postprocess import mask_paste_boxes, paste_masks
 from ..results import FrameResult, VideoResult, encode_mask
 from ..transforms import FrameMeta, preprocess_frame
 from .association import TrackMemory
+from .options import TrackOptions
 
 __all__ = ["VideoTracker", "reference_indices", "track_frames"]
 
@@ -51,29 +52,20 @@ class VideoTracker:
     the rest. Each frame's backbone features are computed once and kept only while a frame in
     the window still needs them, so memory does not grow with the video's length.
 
-    ``num_refs`` = 0 runs the heads on plain features (MaskTrack R-CNN); with calibration and
-    ``num_refs`` > 0, a frame with no other frame in reach (a one-frame video, or the first
-    frame when ``causal``) is its own reference.
+    ``options`` is a :class:`TrackOptions`; its fields may also be given as keyword arguments
+    (``VideoTracker(model, num_refs=2)``). ``num_refs`` = 0 runs the heads on plain features
+    (MaskTrack R-CNN); with calibration and ``num_refs`` > 0, a frame with no other frame in
+    reach (a one-frame video, or the first frame when ``causal``) is its own reference.
     """
 
-    def __init__(
-        self,
-        model: CMaskTrackRCNN,
-        num_refs: Optional[int] = None,
-        causal: bool = False,
-        score_threshold: Optional[float] = None,
-        batch_refs: Optional[int] = None,
-    ):
-        if num_refs is not None and num_refs < 0:
-            raise ValueError(f"num_refs must be >= 0, got {num_refs}")
-        if batch_refs is not None and batch_refs < 1:
-            raise ValueError(f"batch_refs must be >= 1, got {batch_refs}")
+    def __init__(self, model: CMaskTrackRCNN, options: Optional[TrackOptions] = None, **option_kwargs: Any):
         self.model = model
         self.config = model.config
-        self.num_refs = self.config.num_refs if num_refs is None else int(num_refs)
-        self.causal = causal
-        self.score_threshold = score_threshold
-        self.batch_refs = batch_refs
+        options = TrackOptions.build(options, **option_kwargs)
+        if options.num_refs is None:
+            options = TrackOptions.build(options, num_refs=self.config.num_refs)
+        #: The :class:`TrackOptions` in force (``num_refs`` resolved from the model config).
+        self.options = options
         self.memory = TrackMemory(self.config.match_coeff)
         self.window: Deque[_Entry] = deque()
         self.next_to_process = 0
@@ -83,6 +75,22 @@ class VideoTracker:
         #: Seconds spent per stage (backbone, calibration, rpn, box_head, tracking, mask_head,
         #: mask_paste) over the frames so far.
         self.timings: Dict[str, float] = defaultdict(float)
+
+    @property
+    def num_refs(self) -> int:
+        return self.options.num_refs
+
+    @property
+    def causal(self) -> bool:
+        return self.options.causal
+
+    @property
+    def score_threshold(self) -> Optional[float]:
+        return self.options.score_threshold
+
+    @property
+    def batch_refs(self) -> Optional[int]:
+        return self.options.batch_refs
 
     @contextmanager
     def _timed(self, stage: str):
@@ -197,17 +205,16 @@ def track_frames(
     model: CMaskTrackRCNN,
     frames: Iterable[Tuple[str, np.ndarray]],
     *,
-    num_refs: Optional[int] = None,
-    causal: bool = False,
-    score_threshold: Optional[float] = None,
-    batch_refs: Optional[int] = None,
+    options: Optional[TrackOptions] = None,
     progress: bool = True,
     total: Optional[int] = None,
     desc: str = "tracking",
+    **option_kwargs: Any,
 ) -> VideoResult:
-    """Run a :class:`VideoTracker` over ``(name, rgb_uint8)`` frames and return the result."""
-    tracker = VideoTracker(model, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                           batch_refs=batch_refs)
+    """Run a :class:`VideoTracker` with ``options`` (and/or individual option keyword
+    arguments, see :meth:`TrackOptions.build`) over ``(name, rgb_uint8)`` frames and return the
+    result."""
+    tracker = VideoTracker(model, options, **option_kwargs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
