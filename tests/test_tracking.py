@@ -170,3 +170,21 @@ def test_track_options_build_combines_an_object_with_keywords():
         TrackOptions.build({"num_refs": 2})
     with pytest.raises(ValueError, match="batch_refs"):
         TrackOptions.build(base, batch_refs=0)
+
+
+def test_comprehensive_scores_by_hand():
+    import math
+
+    mem = TrackMemory((1.0, 2.0, 10.0))
+    mem.boxes = torch.tensor([[0.0, 0, 9, 9]], dtype=torch.float64)  # 10 x 10 with "+1" widths
+    mem.labels = torch.tensor([1])
+    det = FrameDetections(torch.tensor([[0.0, 0, 9, 4]], dtype=torch.float64), torch.tensor([0.5], dtype=torch.float64),
+                          torch.tensor([1]), torch.zeros(1, 4, dtype=torch.float64))
+    logits = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    norm = math.log(1 + math.e)
+    # "new" column: log-softmax + log(0.5) + 2 * 0 + 10 * 1; object: IoU = 50 / 100, same label
+    expected = [[-norm + math.log(0.5) + 10.0, 1.0 - norm + math.log(0.5) + 2.0 * 0.5 + 10.0]]
+    got = mem.comprehensive_scores(det, logits)
+    assert got.tolist()[0] == pytest.approx(expected[0], abs=1e-12)
+    with pytest.deprecated_call():  # the old form with an unused embeddings argument
+        assert torch.equal(mem.comprehensive_scores(det, torch.zeros(1, 8), logits), got)

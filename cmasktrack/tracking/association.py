@@ -7,6 +7,7 @@ For detection i and known object j the comprehensive score is ``log_softmax(matc
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -43,9 +44,14 @@ class TrackMemory:
     def __len__(self) -> int:
         return 0 if self.embeds is None else int(self.embeds.size(0))
 
-    def comprehensive_scores(self, det: FrameDetections, embeds: torch.Tensor, match_logits: torch.Tensor) -> torch.Tensor:
+    def comprehensive_scores(self, det: FrameDetections, match_logits: torch.Tensor, *legacy: torch.Tensor) -> torch.Tensor:
         """(N, 1 + M): log_softmax(match) + c0 log(score) + c1 IoU + c2 [same label]; the "new"
-        column has IoU 0 and label term 1."""
+        column has IoU 0 and label term 1. (The old form ``(det, embeds, match_logits)``, whose
+        ``embeds`` was unused, still works and is deprecated.)"""
+        if legacy:
+            warnings.warn("comprehensive_scores(det, embeds, match_logits) is deprecated: embeds was unused; "
+                          "call comprehensive_scores(det, match_logits)", DeprecationWarning, stacklevel=2)
+            match_logits = legacy[0]
         assert self.boxes is not None and self.labels is not None
         ll = F.log_softmax(match_logits, dim=1)
         n = ll.size(0)
@@ -63,7 +69,7 @@ class TrackMemory:
         if self.embeds is None:
             self.embeds, self.boxes, self.labels = embeds.clone(), det.boxes.clone(), det.labels.clone()
             return np.arange(n, dtype=np.int64)
-        comp = self.comprehensive_scores(det, embeds, match_logits_fn(embeds, self.embeds))
+        comp = self.comprehensive_scores(det, match_logits_fn(embeds, self.embeds))
         best_scores, match_ids = comp.max(dim=1)
         num_old = len(self)
         ids = np.full(n, -1, dtype=np.int64)
