@@ -8,6 +8,7 @@ shifted by +1 on ``x2, y2`` first so that the legacy quantities come out.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -213,9 +214,12 @@ def _numpy1_descending(scores: torch.Tensor) -> torch.Tensor:
 
 
 def official_nms_order(scores: torch.Tensor) -> torch.Tensor:
-    """Indices by descending score in the order the official NMS visits them:
-    ``numpy1_argsort(scores)[::-1]`` (float32 values), so equal scores come in numpy 1.x's
-    order — for up to 16 boxes, the later box first."""
+    """Deprecated (unused: :func:`nms_legacy` orders its boxes itself). Indices by descending
+    score in the order the official NMS visits them: ``numpy1_argsort(scores)[::-1]`` (float32
+    values), so equal scores come in numpy 1.x's order — for up to 16 boxes, the later box
+    first."""
+    warnings.warn("official_nms_order is deprecated (unused): nms_legacy visits equal scores in this order itself",
+                  DeprecationWarning, stacklevel=2)
     scores = scores.float()
     if _has_ties(scores):
         return _numpy1_descending(scores)
@@ -226,8 +230,8 @@ def nms_legacy(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
     """Greedy NMS with "+1" areas that suppresses IoU > threshold; indices by descending score.
 
     torchvision's nms on boxes shifted to exclusive corners: its IoU is then the legacy one.
-    Boxes with equal scores are visited in the official order (:func:`official_nms_order`),
-    not torchvision's.
+    Boxes with equal scores are visited in the official order, ``numpy1_argsort(scores)[::-1]``
+    (numpy 1.x's tie order: for up to 16 boxes the later box first), not torchvision's.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.long, device=boxes.device)
