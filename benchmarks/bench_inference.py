@@ -57,7 +57,7 @@ def make_frames(n: int, h: int = 360, w: int = 640, seed: int = 0):
 
 
 def build_model(num_refs: int):
-    from cmasktrack.config import ovis_config
+    from cmasktrack.model_config import ovis_config
     from cmasktrack.model import CMaskTrack
 
     torch.manual_seed(0)
@@ -139,7 +139,7 @@ def time_torchvision(frames):
 MEMORY_CHILD = r"""
 import resource, sys, numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from cmasktrack.config import CMaskTrackConfig
+from cmasktrack.model_config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 n = int(sys.argv[2])
 torch.manual_seed(0)

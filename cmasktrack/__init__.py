@@ -23,10 +23,10 @@ DEMO_MODEL = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "assets
 
 _LAZY = {
     "CMaskTrack": ("cmasktrack.model", "CMaskTrack"),
-    "CMaskTrackConfig": ("cmasktrack.config", "CMaskTrackConfig"),
-    "VideoResult": ("cmasktrack.results", "VideoResult"),
-    "Track": ("cmasktrack.results", "Track"),
-    "FrameResult": ("cmasktrack.results", "FrameResult"),
+    "CMaskTrackConfig": ("cmasktrack.model_config", "CMaskTrackConfig"),
+    "VideoResult": ("cmasktrack.video_result", "VideoResult"),
+    "Track": ("cmasktrack.video_result", "Track"),
+    "FrameResult": ("cmasktrack.video_result", "FrameResult"),
     "VideoTracker": ("cmasktrack.tracking", "VideoTracker"),
     "TrackOptions": ("cmasktrack.tracking", "TrackOptions"),
     "read_frames": ("cmasktrack.data.frames", "read_frames"),

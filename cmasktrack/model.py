@@ -8,9 +8,9 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .config import CMaskTrackConfig
+from .model_config import CMaskTrackConfig
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
-from .results import VideoResult
+from .video_result import VideoResult
 from .tracking import TrackOptions, VideoTracker, track_frames
 from .weights import (
     CONFIG_NAME,

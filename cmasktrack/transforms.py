@@ -23,7 +23,7 @@ from typing import Any, Sequence, Tuple
 import numpy as np
 import torch
 
-from .config import CMaskTrackConfig
+from .model_config import CMaskTrackConfig
 from .resize import Backend, resize_bilinear_uint8
 
 __all__ = [

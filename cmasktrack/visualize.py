@@ -1,8 +1,8 @@
 """Drawing tracking results: coloured masks, boxes, track ids and category names.
 
-:func:`render_frame` draws one frame's :class:`~cmasktrack.results.FrameResult` on its image
+:func:`render_frame` draws one frame's :class:`~cmasktrack.video_result.FrameResult` on its image
 with ``torchvision.utils.draw_segmentation_masks`` and ``draw_bounding_boxes``;
-:func:`render_video` does it for a whole :class:`~cmasktrack.results.VideoResult` and writes
+:func:`render_video` does it for a whole :class:`~cmasktrack.video_result.VideoResult` and writes
 
 - an animated GIF (``*.gif``, through Pillow),
 - an MP4 (``*.mp4``, H.264 yuv420p through PyAV, the optional extra
@@ -38,8 +38,8 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from .categories import category_name
 from .data.ytvis import decode_rle
 
-if TYPE_CHECKING:  # types only: results imports this module to render itself
-    from .results import FrameResult, VideoResult
+if TYPE_CHECKING:  # types only: video_result imports this module to render itself
+    from .video_result import FrameResult, VideoResult
 
 __all__ = ["track_color", "render_frame", "render_video", "VIDEO_SUFFIXES"]
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .categories import OVIS_CATEGORIES, YTVIS2019_CATEGORIES
-from .config import CONFIG_NAME, CMaskTrackConfig
+from .model_config import CONFIG_NAME, CMaskTrackConfig
 
 __all__ = [
     "CONFIG_NAME",

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cmasktrack.config import CMaskTrackConfig
+from cmasktrack.model_config import CMaskTrackConfig
 
 
 def tiny_config(**kw):

@@ -135,7 +135,7 @@ def test_every_form_of_predictions_gives_the_same_hand_values(tmp_path):
     # {video id: VideoResult} straight from the tracker (no json in between)
     import json
 
-    from cmasktrack.results import FrameResult, VideoResult
+    from cmasktrack.video_result import FrameResult, VideoResult
 
     A = [rect(0, 10, 0, 10)] * 5
     B = [rect(20, 30, 20, 30)] * 5

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmasktrack.weights import CheckpointError
-from cmasktrack.config import CMaskTrackConfig
+from cmasktrack.model_config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 
 from conftest import tiny_config

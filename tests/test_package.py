@@ -63,7 +63,7 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m)
-    assert "cmasktrack.results" in graph and "cmasktrack.visualize" in graph["cmasktrack.results"]
+    assert "cmasktrack.video_result" in graph and "cmasktrack.visualize" in graph["cmasktrack.video_result"]
 
 
 def test_public_names_resolve():

@@ -11,7 +11,7 @@ import json
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from cmasktrack.results import FrameResult, VideoResult, majority_label, mean_score
+from cmasktrack.video_result import FrameResult, VideoResult, majority_label, mean_score
 
 H, W = 6, 8
 
@@ -134,7 +134,7 @@ def test_to_ytvis_float32_scores_are_averaged_in_float32():
 
 def test_category_names_by_id():
     from cmasktrack.categories import category_name
-    from cmasktrack.config import CMaskTrackConfig
+    from cmasktrack.model_config import CMaskTrackConfig
 
     assert [category_name(["cat", "dog"], i) for i in (1, 2, 3, 0)] == ["cat", "dog", "3", "0"]
     cfg = CMaskTrackConfig(num_classes=3, category_names=["cat", "dog"])

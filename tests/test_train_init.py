@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from cmasktrack.weights import CheckpointError
-from cmasktrack.config import CMaskTrackConfig
+from cmasktrack.model_config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 from cmasktrack.train.initialisation import detect_checkpoint_kind, initialise_model, torchvision_to_cmasktrack_key
 

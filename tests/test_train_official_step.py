@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from cmasktrack.weights import official_to_cmasktrack_key
-from cmasktrack.config import CMaskTrackConfig
+from cmasktrack.model_config import CMaskTrackConfig
 from cmasktrack.model import CMaskTrack
 from cmasktrack.train import TrainConfig, VISTrainDataset, collate_train, forward_train, prepare_model
 from cmasktrack.train.norm import TrainableBatchNorm2d

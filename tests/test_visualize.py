@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cmasktrack.results import FrameResult, VideoResult, encode_mask
+from cmasktrack.video_result import FrameResult, VideoResult, encode_mask
 from cmasktrack.visualize import render_frame, render_video, track_color
 from cmasktrack.visualize import _label_text
 

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from ..config import read_json
+from ..model_config import read_json
 from .ytvis import (
     VISDataset,
     VISFormatError,

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..config import read_json
+from ..model_config import read_json
 
 __all__ = [
     "OCCLUSION_LABELS",

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..config import CMaskTrackConfig
+from ..model_config import CMaskTrackConfig
 from .backbone import ResNetFPN
 from .calibration import TemporalCalibration
 from .poolers import MultiLevelRoIAlign

@@ -18,7 +18,7 @@ import torch
 
 from ..modeling.cmasktrack_rcnn import CMaskTrackRCNN
 from ..postprocess import mask_paste_boxes, paste_masks
-from ..results import FrameResult, VideoResult, encode_mask
+from ..video_result import FrameResult, VideoResult, encode_mask
 from ..transforms import FrameMeta, preprocess_frame
 from .association import TrackMemory
 from .options import TrackOptions

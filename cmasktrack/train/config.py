@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from ..config import CMaskTrackConfig, read_json
+from ..model_config import CMaskTrackConfig, read_json
 from ..modeling.roi_heads import MASK_SIZE
 
 __all__ = ["TrainConfig", "PRESETS", "TRAIN_CONFIG_NAME", "BATCHNORM_POLICIES"]
@@ -47,7 +47,7 @@ class TrainConfig:
     """
 
     # --- model -------------------------------------------------------------------------------
-    #: Overrides of :class:`cmasktrack.config.CMaskTrackConfig` (depth, calibration,
+    #: Overrides of :class:`cmasktrack.model_config.CMaskTrackConfig` (depth, calibration,
     #: image_scale, ...). ``num_classes`` and ``category_names`` come from the training data.
     model: Dict[str, Any] = field(default_factory=dict)
     # --- initialisation ----------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..config import CMaskTrackConfig
+from ..model_config import CMaskTrackConfig
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TRAIN_CONFIG_NAME, TrainConfig
 from .dataset import GroupedBatchSampler, VISTrainDataset, collate_train

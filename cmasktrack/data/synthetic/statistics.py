@@ -9,7 +9,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import numpy as np
 
 from ...evaluation.occlusion import OCCLUSION_RANGES, occlusion_group, official_occlusion_score
-from ...config import read_json
+from ...model_config import read_json
 from ..ytvis import OCCLUSION_LABELS
 
 __all__ = ["OVIS_REFERENCE", "occlusion_statistics", "format_statistics"]
