@@ -1,7 +1,10 @@
-"""The package's shape: no import cycles between its modules."""
+"""The package's shape: no import cycles, every public name resolves, renamed modules keep their old
+paths as deprecated aliases."""
 
 import ast
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cmasktrack"
 
@@ -80,3 +83,50 @@ def test_public_names_resolve():
         module = importlib.import_module(package)
         missing = [n for n in module.__all__ if not hasattr(module, n)]
         assert not missing, (package, missing)
+
+
+# (old module, new module, names the old one must still provide)
+ALIASES = [
+    ("cmasktrack.checkpoint", "cmasktrack.weights",
+     ["CheckpointError", "convert_official_state_dict", "infer_config", "load_official_state_dict",
+      "official_to_cmasktrack_key"]),
+    ("cmasktrack.config", "cmasktrack.model_config", ["CMaskTrackConfig", "ovis_config", "read_json", "CONFIG_NAME"]),
+    ("cmasktrack.results", "cmasktrack.video_result",
+     ["FrameResult", "Track", "VideoResult", "encode_mask", "decode_rle", "majority_label", "mean_score"]),
+    ("cmasktrack.inference", "cmasktrack.tracking.dataset", ["track_dataset"]),
+    ("cmasktrack.train.init", "cmasktrack.train.initialisation",
+     ["InitReport", "initialise_model", "detect_checkpoint_kind", "torchvision_to_cmasktrack_key",
+      "normalise_frozen_batchnorm"]),
+]
+
+
+@pytest.mark.parametrize("old, new, names", ALIASES, ids=[a[0] for a in ALIASES])
+def test_renamed_modules_keep_their_old_path_with_a_deprecation_warning(old, new, names):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.deprecated_call(match=new.split(".")[-1]):
+        alias = importlib.import_module(old)
+    target = importlib.import_module(new)
+    for name in names:
+        assert getattr(alias, name) is getattr(target, name), name
+    from cmasktrack.weights import WEIGHTS_NAME
+
+    assert old != "cmasktrack.config" or alias.WEIGHTS_NAME == WEIGHTS_NAME == "model.safetensors"
+
+
+def test_moved_functions_keep_their_old_path_with_a_deprecation_warning():
+    import sys
+
+    import cmasktrack.postprocess
+    import cmasktrack.resize
+    import cmasktrack.transforms as transforms
+
+    for name, module in [("paste_masks", cmasktrack.postprocess), ("mask_paste_boxes", cmasktrack.postprocess),
+                         ("paste_mask", cmasktrack.postprocess), ("resize_prob_map", cmasktrack.resize)]:
+        with pytest.deprecated_call(match=name):
+            assert getattr(transforms, name) is getattr(module, name)
+    sys.modules.pop("cmasktrack.train.cli", None)
+    with pytest.deprecated_call(match="cmasktrack.cli"):
+        from cmasktrack.train.cli import main  # noqa: F401
