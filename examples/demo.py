@@ -15,11 +15,8 @@ import os
 import time
 
 import cmasktrack
-from cmasktrack import CMaskTrack
-from cmasktrack.data.results import load_results
+from cmasktrack import CMaskTrack, VISDataset, evaluate_vis
 from cmasktrack.data.synthetic import generate
-from cmasktrack.data.ytvis import VISDataset
-from cmasktrack.evaluation import evaluate_vis
 
 
 def main() -> None:
@@ -53,7 +50,7 @@ def main() -> None:
     with open(results_path, "w") as f:
         json.dump(result.to_ytvis(video_id=vid), f)
     gif = result.render(frames, os.path.join(args.out, "overlay.gif"), fps=6)
-    scores = evaluate_vis(dataset, load_results(results_path, dataset))
+    scores = evaluate_vis(dataset, results_path)
 
     print(f"{result.num_frames} frames in {seconds:.1f} s ({seconds / result.num_frames:.2f} s/frame), "
           f"{len(result.tracks)} tracks:")

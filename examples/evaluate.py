@@ -8,11 +8,9 @@ Prints the official 12 numbers, per-category AP and the occlusion breakdown (the
 
 import sys
 
-from cmasktrack.data.results import load_results
-from cmasktrack.data.ytvis import VISDataset
-from cmasktrack.evaluation import evaluate_vis, format_results_table
+from cmasktrack import evaluate_vis
+from cmasktrack.evaluation import format_results_table
 
-dataset = VISDataset.from_json(sys.argv[1])
-result = evaluate_vis(dataset, load_results(sys.argv[2], dataset))
+result = evaluate_vis(sys.argv[1], sys.argv[2])  # ground truth and results json paths
 print(format_results_table(result))
 print("AP =", result.to_dict()["AP"])

@@ -12,12 +12,9 @@ For real training on OVIS use the "ovis" preset (the official recipe) on GPUs:
 import argparse
 import os
 
-from cmasktrack import CMaskTrack
-from cmasktrack.data.ytvis import VISDataset
+from cmasktrack import CMaskTrack, VISDataset, evaluate_vis, track_dataset
 from cmasktrack.data.synthetic import generate
-from cmasktrack.evaluation import evaluate_vis, format_results_table
-from cmasktrack import track_dataset
-from cmasktrack.data.results import load_results
+from cmasktrack.evaluation import format_results_table
 from cmasktrack.train import TrainConfig, train
 
 ap = argparse.ArgumentParser()
@@ -33,6 +30,5 @@ result = train(cfg, train_ann, os.path.join(args.out, "train", "frames"), os.pat
                device="cpu")
 model = CMaskTrack.from_pretrained(result.out_dir, device="cpu")
 val = VISDataset.from_json(val_ann, image_root=os.path.join(args.out, "val", "frames"))
-out = os.path.join(args.out, "val_results.json")
-track_dataset(model, val, out)
-print(format_results_table(evaluate_vis(val, load_results(out, val))))
+entries = track_dataset(model, val, os.path.join(args.out, "val_results.json"))
+print(format_results_table(evaluate_vis(val, entries)))

@@ -130,3 +130,38 @@ def test_moved_functions_keep_their_old_path_with_a_deprecation_warning():
     sys.modules.pop("cmasktrack.train.cli", None)
     with pytest.deprecated_call(match="cmasktrack.cli"):
         from cmasktrack.train.cli import main  # noqa: F401
+
+
+def _readme_layout():
+    """The paths (relative to cmasktrack/) that README's Layout section lists."""
+    text = (PACKAGE.parent / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    listed, dirs, aliases = set(), [], False
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        token = line.split()[0]
+        if depth == 0:
+            dirs, aliases = [token], False
+            continue
+        if line.strip().startswith("deprecated aliases"):
+            aliases = True
+            continue
+        if not token.endswith((".py", "/")):
+            continue  # a description continued on the next line
+        if aliases:  # paths relative to the package
+            listed.add(token)
+            continue
+        dirs = dirs[:depth] + [token]
+        if dirs[0] == "cmasktrack/":
+            listed.add("".join(dirs[1:]))
+    return listed
+
+
+def test_readme_layout_matches_the_tree():
+    actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    actual |= {str(p.parent.relative_to(PACKAGE)) + "/" for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    listed = {p for p in _readme_layout() if p.endswith(".py") and not p.endswith("__init__.py")
+              or (PACKAGE / p / "__init__.py").is_file()}
+    assert sorted(listed - actual) == [] and sorted(actual - listed) == []
