@@ -118,7 +118,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from .evaluation import plot_evaluation
 
-        plot_evaluation(args.plot, result, tracking, title=f"{args.pred} on {args.gt}")
+        import os
+
+        plot_evaluation(args.plot, result, tracking,
+                        title=f"{os.path.basename(args.pred)} on {os.path.basename(args.gt)}")
     if args.json:
         out = result.to_dict() if result is not None else {}
         out.update(tracking or {})

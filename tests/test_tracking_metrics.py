@@ -726,3 +726,17 @@ def test_one_level_holding_every_object_equals_the_pooled_numbers():
         assert r["AssA_heavy"] == pytest.approx(r["det_av"]["AssA"], abs=1e-12)
         assert r["IDSW_heavy"] == r["IDSW"]
         assert r["IDSW_light"] == 0 and r["IDF1_light"] == -1.0
+
+
+def test_single_row_or_column_assignment_is_scipys():
+    # the shortcut for 1 x n and n x 1 frames must pick what scipy picks, ties included
+    from cmasktrack.evaluation.tracking_metrics import _linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 6))
+        cost = rng.integers(-2, 2, size=(1, n)).astype(float) * rng.choice([1.0, 0.5, 1000.0])
+        for matrix in (cost, cost.T):
+            ours = _linear_sum_assignment(matrix)
+            expected = linear_sum_assignment(matrix)
+            assert [list(x) for x in ours] == [list(x) for x in expected], matrix

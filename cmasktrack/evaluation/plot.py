@@ -109,7 +109,7 @@ def plot_evaluation(
             ax.set_ylabel("%")
             ax.set_title("HOTA, DetA, AssA against α (class-averaged)")
             ax.grid(alpha=0.3)
-            ax.legend(loc="lower left")
+            ax.legend(loc="best")
         elif panel == "category":
             items = list(vis_result.per_category_ap.items())
             names = [vis_result.category_names.get(c, str(c)) for c, _ in items]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional
 
 from .occlusion import OCCLUSION_RANGES
+from .tracking_metrics import COUNT_KEYS, OCCLUSION_IDENTITY_KEYS
 from .vis_eval import VISEvalResult
 
 __all__ = ["format_results_table"]
@@ -40,7 +41,7 @@ _IDENTITY_ROWS = (
     ("HOTA", "Higher Order Tracking Accuracy (mean over alpha)", _pct),
     ("AssA", "Association Accuracy (mean over alpha)", _pct),
     ("IDF1", "ID F1 (IoU 0.5, one global assignment per video)", _pct),
-    ("IDSW", "ID switches (CLEAR, IoU 0.5; count)", _count),
+    ("IDSW", "ID switches (CLEAR, IoU 0.5; a count)", _count),
     ("MOTA", "Multi-Object Tracking Accuracy (CLEAR)", _pct),
 )
 
@@ -102,8 +103,9 @@ def format_results_table(
                 cells = " ".join(f"{_pct(ap_values[f'{metric}_{level}{suffix}']):>7}" for level in levels)
                 rows.append(f"{metric + suffix:<13} {cells}")
         if tracking is not None:
-            for metric, fmt in (("IDF1", _pct), ("AssA", _pct), ("IDSW", _count)):
-                if f"{metric}_light{suffix}" in tracking:
+            for metric in OCCLUSION_IDENTITY_KEYS:
+                fmt = _count if metric in COUNT_KEYS else _pct
+                if f"{metric}_{levels[0]}{suffix}" in tracking:
                     cells = " ".join(f"{fmt(tracking[f'{metric}_{level}{suffix}']):>7}" for level in levels)
                     rows.append(f"{metric + suffix:<13} {cells}")
         if rows:

@@ -33,11 +33,12 @@ numbers. The rules that decide them:
   MOTA = -FP), counts (IDSW, Frag, MT, PT, ML) summed. ``det_av`` is ``cls_comb_det_av``: all
   classes pooled as one.
 
-Ties in the assignments go where TrackEval's go: the per-frame matrices have the ground truths
-in annotation-file order and the predictions in results-file order, and scipy's
-``linear_sum_assignment`` prefers the earlier row / column among equal choices (so of two
-predictions with the same IoU the one listed first in the results wins the frame, and CLEAR
-then keeps it).
+Ties in the assignments go where TrackEval's go: the per-frame matrices (HOTA, CLEAR) have the
+ground truths in annotation-file order and the predictions in results-file order, the Identity
+matrix has the ground truths in annotation-id order, and scipy's ``linear_sum_assignment``
+prefers the earlier row / column among equal choices (so of two predictions with the same IoU
+the one listed first in the results wins the frame, and CLEAR then keeps it). Ties change no
+TrackEval number except through that choice (the Identity totals never depend on it).
 
 **Per occlusion level** (beyond TrackEval; ground truth with OVIS occlusion labels, or derived
 scores, binned as the AP breakdown bins them, :func:`~.occlusion.occlusion_subsets`): the
@@ -75,6 +76,7 @@ from .vis_eval import GroundTruth, Results, as_dataset, as_predictions, check_pr
 __all__ = [
     "ALPHAS",
     "CLEAR_KEYS",
+    "COUNT_KEYS",
     "HOTA_KEYS",
     "IDENTITY_KEYS",
     "OCCLUSION_IDENTITY_KEYS",
@@ -97,7 +99,8 @@ TRACKING_KEYS: Tuple[str, ...] = HOTA_KEYS + CLEAR_KEYS + IDENTITY_KEYS
 TRACKING_METRICS: Dict[str, Tuple[str, ...]] = {"hota": HOTA_KEYS, "clear": CLEAR_KEYS, "identity": IDENTITY_KEYS}
 #: Per-occlusion-level metric -> the family it comes from (keys ``<metric>_<level>[_derived]``).
 OCCLUSION_IDENTITY_KEYS: Dict[str, str] = {"IDF1": "identity", "AssA": "hota", "IDSW": "clear"}
-_COUNT_KEYS = frozenset({"IDSW", "Frag", "MT", "PT", "ML"})
+#: The keys that are counts (ints, summed over classes); the others are fractions.
+COUNT_KEYS = frozenset({"IDSW", "Frag", "MT", "PT", "ML"})
 
 
 # ------------------------------------------------------------------------------------------
@@ -106,7 +109,14 @@ _COUNT_KEYS = frozenset({"IDSW", "Frag", "MT", "PT", "ML"})
 
 def _linear_sum_assignment(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """scipy's ``linear_sum_assignment`` (minimum cost), imported on first use: importing
-    ``scipy.optimize`` takes about a second, which ``cmasktrack eval --metrics ap`` need not pay."""
+    ``scipy.optimize`` takes about a second, which ``cmasktrack eval --metrics ap`` need not pay.
+
+    A single row or column (most frames) is answered directly: the first minimum, which is what
+    scipy returns there too."""
+    rows, cols = cost.shape
+    if rows == 1 or cols == 1:
+        k = int(np.argmin(cost.ravel()))
+        return (np.zeros(1, np.int64), np.array([k])) if rows == 1 else (np.array([k]), np.zeros(1, np.int64))
     from scipy.optimize import linear_sum_assignment as solve
 
     return solve(cost)
@@ -125,6 +135,7 @@ class _Sequence:
     sim: np.ndarray  # (T, G, D)
     gt_present: np.ndarray  # (T, G) bool
     pred_present: np.ndarray  # (T, D) bool
+    frames: List[Tuple[np.ndarray, np.ndarray]]  # per frame: indices of the present g and d
 
     @property
     def num_gt_dets(self) -> int:
@@ -134,9 +145,6 @@ class _Sequence:
     def num_pred_dets(self) -> int:
         return int(self.pred_present.sum())
 
-    def frame(self, t: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Indices of the ground truths and predictions present in frame ``t``."""
-        return np.flatnonzero(self.gt_present[t]), np.flatnonzero(self.pred_present[t])
 
 
 def _presence(tracks: Sequence[Sequence[Optional[dict]]], num_frames: int) -> np.ndarray:
@@ -161,9 +169,10 @@ def _sequence(
     pred_tracks = [pred_tracks[k] for k in keep_d]
     gt_present, pred_present = gt_present[:, keep_g], pred_present[:, keep_d]
     sim = np.zeros((num_frames, len(gt_tracks), len(pred_tracks)), dtype=np.float64)
-    both = gt_present.any(1) & pred_present.any(1)
-    for t in np.flatnonzero(both):
-        gi, di = np.flatnonzero(gt_present[t]), np.flatnonzero(pred_present[t])
+    frames = [(np.flatnonzero(g), np.flatnonzero(d)) for g, d in zip(gt_present, pred_present)]
+    for t, (gi, di) in enumerate(frames):
+        if len(gi) == 0 or len(di) == 0:
+            continue
         ious = np.asarray(
             mask_utils.iou([gt_tracks[g][t] for g in gi], [pred_tracks[d][t] for d in di], [0] * len(di)),
             dtype=np.float64,
@@ -171,7 +180,7 @@ def _sequence(
         if (ious < 0).any():
             raise ValueError(f"{where}, frame {t}: a predicted mask and a ground-truth mask differ in size")
         sim[t, gi[:, None], di[None, :]] = ious
-    return _Sequence(np.asarray(gt_ids, dtype=np.int64)[keep_g], sim, gt_present, pred_present)
+    return _Sequence(np.asarray(gt_ids, dtype=np.int64)[keep_g], sim, gt_present, pred_present, frames)
 
 
 def _hota_sequence(seq: _Sequence) -> Dict[str, np.ndarray]:
@@ -201,10 +210,11 @@ def _hota_sequence(seq: _Sequence) -> Dict[str, np.ndarray]:
     rows: List[np.ndarray] = [np.zeros(0, np.int64)]
     cols: List[np.ndarray] = [np.zeros(0, np.int64)]
     ious: List[np.ndarray] = [np.zeros(0)]
-    for t in np.flatnonzero(seq.gt_present.any(1) & seq.pred_present.any(1)):
-        gi, di = seq.frame(t)
-        frame_sim = sim[t][np.ix_(gi, di)]
-        r, c = _linear_sum_assignment(-(alignment[np.ix_(gi, di)] * frame_sim))
+    for t, (gi, di) in enumerate(seq.frames):
+        if len(gi) == 0 or len(di) == 0:
+            continue
+        frame_sim = sim[t, gi[:, None], di]
+        r, c = _linear_sum_assignment(-(alignment[gi[:, None], di] * frame_sim))
         rows.append(gi[r])
         cols.append(di[c])
         ious.append(frame_sim[r, c])
@@ -246,8 +256,7 @@ def _clear_sequence(seq: _Sequence) -> Dict[str, Any]:
     frag_count = np.zeros(num_g)
     last_match = np.full(num_g, np.nan)  # for IDSW: the last match, any number of frames ago
     prev_match = np.full(num_g, np.nan)  # for the continuity bonus: the match at the last scored frame
-    for t in range(seq.sim.shape[0]):
-        gi, di = seq.frame(t)
+    for t, (gi, di) in enumerate(seq.frames):
         if len(gi) == 0:
             res["FP"] += len(di)
             continue
@@ -255,7 +264,7 @@ def _clear_sequence(seq: _Sequence) -> Dict[str, Any]:
             res["FN"] += len(gi)
             gt_count[gi] += 1
             continue
-        frame_sim = seq.sim[t][np.ix_(gi, di)]
+        frame_sim = seq.sim[t, gi[:, None], di]
         score = 1000 * (di[None, :] == prev_match[gi][:, None]) + frame_sim
         score[frame_sim < _THRESHOLD - _EPS] = 0
         r, c = _linear_sum_assignment(-score)
@@ -392,7 +401,7 @@ def _class_average(per_class: Sequence[Dict[str, Any]], metric: str) -> Dict[str
     out = {}
     for key in TRACKING_METRICS[metric]:
         values = [c[key] for c in per_class]
-        out[key] = sum(values) if key in _COUNT_KEYS else np.mean(values, axis=0)
+        out[key] = sum(values) if key in COUNT_KEYS else np.mean(values, axis=0)
     return out
 
 
@@ -401,7 +410,7 @@ def _summary(res: Dict[str, Any], metric: str) -> Dict[str, Union[float, int]]:
     out: Dict[str, Union[float, int]] = {}
     for key in TRACKING_METRICS[metric]:
         value = res[key]
-        out[key] = int(value) if key in _COUNT_KEYS else float(np.mean(value))
+        out[key] = int(value) if key in COUNT_KEYS else float(np.mean(value))
     return out
 
 
@@ -418,14 +427,13 @@ def _occlusion_levels(
     """IDF1 / AssA / IDSW of each occlusion level (see the module docstring)."""
     out: Dict[str, Union[float, int]] = {}
     for level, members in occlusion_subsets(scores).items():
-        members_arr = np.fromiter(members, dtype=np.int64, count=len(members))
         objects = 0
         idtp = idfn = idfp = 0.0
         idsw = 0
         ass = np.zeros(len(ALPHAS))
         tp = np.zeros(len(ALPHAS))
         for seq, res in records:
-            inside = np.isin(seq.gt_ids, members_arr)
+            inside = np.array([int(i) in members for i in seq.gt_ids], dtype=bool)
             objects += int(inside.sum())
             if "identity" in res:
                 r = res["identity"]
