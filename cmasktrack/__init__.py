@@ -26,6 +26,7 @@ _LAZY = {
     "VideoTracker": ("cmasktrack.tracking", "VideoTracker"),
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
+    "evaluate_tracking": ("cmasktrack.evaluation", "evaluate_tracking"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
     "render_video": ("cmasktrack.visualize", "render_video"),
     "render_frame": ("cmasktrack.visualize", "render_frame"),
