@@ -265,6 +265,7 @@ setup(
         "torchvision>=0.19",
         "numpy",
         "pycocotools",
+        "scipy",
         "pillow",
         "huggingface-hub",
         "safetensors",
@@ -273,6 +274,7 @@ setup(
     extras_require={
         "video": ["av"],
         "opencv": ["opencv-python-headless"],
+        "plot": ["matplotlib"],
         "test": ["pytest", "opencv-python-headless"],
     },
     entry_points={"console_scripts": ["cmasktrack=cmasktrack.cli:main"]},

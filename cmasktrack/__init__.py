@@ -31,6 +31,7 @@ _LAZY = {
     "TrackOptions": ("cmasktrack.tracking", "TrackOptions"),
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
+    "evaluate_tracking": ("cmasktrack.evaluation", "evaluate_tracking"),
     "VISDataset": ("cmasktrack.data.ytvis", "VISDataset"),
     "load_results": ("cmasktrack.data.results", "load_results"),
     "track_dataset": ("cmasktrack.tracking", "track_dataset"),

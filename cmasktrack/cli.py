@@ -34,15 +34,19 @@ def _add_subcommand(subparsers: "argparse._SubParsersAction", name: str, **kwarg
     return parser
 
 
+_EVAL_METRICS = ("ap", "hota", "clear", "identity")
+
+
 def _add_eval_parser(subparsers: "argparse._SubParsersAction") -> None:
     parser = _add_subcommand(
         subparsers,
         "eval",
-        help="evaluate a results json against OVIS / YouTube-VIS ground truth (official AP/AR)",
+        help="evaluate a results json against OVIS / YouTube-VIS ground truth (official AP/AR, HOTA, CLEAR, IDF1)",
         description=(
             "Video instance segmentation AP/AR exactly as the official YouTube-VIS / OVIS "
-            "evaluation, per-category AP, and the occlusion breakdown (official OVIS labels, "
-            "or derived from box overlaps when the ground truth has none)."
+            "evaluation, per-category AP, TrackEval's HOTA / CLEAR / Identity metrics, and the "
+            "occlusion breakdown of AP/AR and IDF1 / AssA / IDSW (official OVIS labels, or derived "
+            "from box overlaps when the ground truth has none)."
         ),
     )
     parser.add_argument("--gt", required=True, metavar="ANNOTATIONS_JSON", help="ground-truth annotation json")
@@ -59,26 +63,73 @@ def _add_eval_parser(subparsers: "argparse._SubParsersAction") -> None:
         help="derived (box-overlap) occlusion breakdown: auto = only when the ground truth has "
         "no official occlusion labels (default: auto)",
     )
+    parser.add_argument(
+        "--metrics",
+        default=",".join(_EVAL_METRICS),
+        metavar="LIST",
+        help="comma-separated metric families among ap, hota, clear, identity (default: all)",
+    )
+    parser.add_argument(
+        "--plot",
+        default=None,
+        metavar="IMAGE",
+        help="also draw the report on one figure (png, pdf or svg; needs matplotlib: cmasktrack[plot])",
+    )
     parser.set_defaults(func=_run_eval)
+
+
+def _parse_eval_metrics(text: str) -> List[str]:
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in _EVAL_METRICS]
+    if unknown or not names:
+        raise ValueError(
+            f"--metrics: {'unknown metric ' + repr(unknown[0]) if unknown else 'nothing chosen'} "
+            f"(choose from {', '.join(_EVAL_METRICS)})"
+        )
+    return [m for m in _EVAL_METRICS if m in names]
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .data.results import load_results
     from .data.ytvis import VISDataset
-    from .evaluation import evaluate_vis, format_results_table
+    from .evaluation import evaluate_tracking, evaluate_vis, format_results_table
 
+    metrics = _parse_eval_metrics(args.metrics)
+    tracking_metrics = [m for m in metrics if m != "ap"]
+    if args.plot is not None:
+        from .evaluation.plot import _import_matplotlib
+
+        _import_matplotlib()  # fail before the work when matplotlib is missing
     dataset = VISDataset.from_json(args.gt)
     predictions = load_results(args.pred, dataset)
     derived = {"auto": None, "on": True, "off": False}[args.derived_occlusion]
+    result = tracking = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_vis(dataset, predictions, derived_occlusion=derived)
-    for warning in caught:
-        print(f"cmasktrack: warning: {warning.message}", file=sys.stderr)
+        if "ap" in metrics:
+            result = evaluate_vis(dataset, predictions, derived_occlusion=derived)
+        if tracking_metrics:
+            tracking = evaluate_tracking(
+                dataset, predictions, metrics=tracking_metrics, derived_occlusion=derived,
+                progress=not args.json and sys.stderr.isatty(),
+            )
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"cmasktrack: warning: {message}", file=sys.stderr)
+    if args.plot is not None:
+        from .evaluation import plot_evaluation
+
+        import os
+
+        plot_evaluation(args.plot, result, tracking,
+                        title=f"{os.path.basename(args.pred)} on {os.path.basename(args.gt)}")
     if args.json:
-        print(json.dumps(result.to_dict()))
+        out = result.to_dict() if result is not None else {}
+        out.update(tracking or {})
+        print(json.dumps(out))
     else:
-        print(format_results_table(result))
+        print(format_results_table(result, tracking=tracking))
+        if args.plot is not None:
+            print(f"\nplot -> {args.plot}")
     return 0
 
 

@@ -15,7 +15,7 @@ The subsets are the official ranges, both ends inclusive.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -26,7 +26,10 @@ __all__ = [
     "box_coverage",
     "derived_occlusion_scores",
     "occlusion_group",
+    "occlusion_score_sets",
+    "occlusion_subsets",
     "official_occlusion_score",
+    "official_occlusion_scores",
 ]
 
 #: name -> (low, high), both inclusive: the official OVIS ``occRng``.
@@ -129,3 +132,55 @@ def derived_occlusion_scores(dataset: VISDataset) -> Dict[int, float]:
                 fractions.append(box_coverage(box, others))
             scores[ann.id] = float(np.mean(fractions)) if fractions else 0.0
     return scores
+
+
+def official_occlusion_scores(dataset: VISDataset) -> Optional[Dict[int, float]]:
+    """Official OVIS occlusion score of every ground-truth object, ``{annotation id: score}``,
+    or ``None`` when the ground truth has no ``occlusion`` labels.
+
+    Raises:
+        ValueError: some annotations have labels and others not, or an object has no label in
+            any frame (the message names the annotation).
+    """
+    if not dataset.has_occlusion_labels:
+        if not any(a.occlusion is not None for a in dataset.annotations):
+            return None
+        missing = next(a for a in dataset.annotations if a.occlusion is None)
+        raise ValueError(
+            f"annotation id {missing.id} (video {missing.video_id}) has no 'occlusion' labels "
+            "while other annotations do"
+        )
+    scores = {}
+    for ann in dataset.annotations:
+        try:
+            scores[ann.id] = official_occlusion_score(ann.occlusion)
+        except ValueError as exc:
+            raise ValueError(f"annotation id {ann.id} (video {ann.video_id}): {exc}") from None
+    return scores
+
+
+def occlusion_score_sets(
+    dataset: VISDataset, derived_occlusion: Optional[bool] = None
+) -> List[Tuple[str, Dict[int, float]]]:
+    """The occlusion scores an evaluation reports, as ``[(key suffix, {annotation id: score})]``.
+
+    ``("", official scores)`` when the ground truth has OVIS labels; ``("_derived", derived
+    scores)`` when ``derived_occlusion`` is ``True``, or ``None`` (the default) and there are
+    no labels. The AP/AR and the identity breakdowns both use this rule.
+    """
+    sets: List[Tuple[str, Dict[int, float]]] = []
+    official = official_occlusion_scores(dataset)
+    if official is not None:
+        sets.append(("", official))
+    if derived_occlusion or (derived_occlusion is None and official is None):
+        sets.append(("_derived", derived_occlusion_scores(dataset)))
+    return sets
+
+
+def occlusion_subsets(scores: Mapping[int, float]) -> Dict[str, Set[int]]:
+    """``{range name: ids of the objects whose score lies in it}`` for :data:`OCCLUSION_RANGES`
+    (both ends inclusive, so a score of exactly 0.25 or 0.5 is in two ranges, as officially)."""
+    return {
+        name: {key for key, score in scores.items() if low <= score <= high}
+        for name, (low, high) in OCCLUSION_RANGES.items()
+    }

@@ -41,7 +41,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..data.results import VISPrediction, load_results
 from ..data.ytvis import VISDataset
-from .occlusion import OCCLUSION_RANGES, derived_occlusion_scores, official_occlusion_score
+from .occlusion import occlusion_score_sets, occlusion_subsets
 from .video_iou import video_iou_matrix
 
 __all__ = [
@@ -67,6 +67,12 @@ AREA_RANGES: Tuple[Tuple[str, Tuple[float, float]], ...] = (
 )
 
 MAX_DETS: Tuple[int, ...] = (1, 10, 100)
+
+#: What an evaluation accepts as ground truth: a dataset, a path, or the parsed json dict.
+GroundTruth = Union[VISDataset, str, "os.PathLike[str]", Mapping[str, Any]]
+#: ... and as results: prediction objects, a path, the parsed json list, or ``{video id:
+#: VideoResult}`` straight from the tracker.
+Results = Union[Sequence[VISPrediction], str, "os.PathLike[str]", Sequence[Mapping[str, Any]], Mapping[int, Any]]
 
 
 class VideoCOCOeval(COCOeval):
@@ -243,8 +249,8 @@ def _occlusion_subsets(
     """AP / AR (all areas, 100 detections) on the ground truths in each occlusion range."""
     ap: Dict[str, float] = {}
     ar: Dict[str, float] = {}
-    for name, (low, high) in OCCLUSION_RANGES.items():
-        subset = [dict(g, exclude=scores[g["id"]] < low or scores[g["id"]] > high) for g in gts]
+    for name, members in occlusion_subsets(scores).items():
+        subset = [dict(g, exclude=g["id"] not in members) for g in gts]
         ev = VideoCOCOeval(
             subset, dts, dataset.video_ids, dataset.category_ids, iou_cache, area_ranges=AREA_RANGES[:1]
         ).run()
@@ -253,50 +259,41 @@ def _occlusion_subsets(
     return {**ap, **ar}
 
 
-def _as_predictions(predictions: Any, dataset: VISDataset) -> List[VISPrediction]:
-    """Validated predictions from any of the forms :func:`evaluate_vis` takes."""
-    if isinstance(predictions, Mapping):  # {video id: VideoResult}
-        entries = [entry for video_id, result in predictions.items()
-                   for entry in result.to_ytvis(video_id=video_id, official_extras=False)]
-        return load_results(entries, dataset)
-    if isinstance(predictions, (str, bytes, os.PathLike)):
-        return load_results(predictions, dataset)
-    predictions = list(predictions)
-    if all(isinstance(p, VISPrediction) for p in predictions):
-        return predictions
-    return load_results(predictions, dataset)
+def as_dataset(gt: GroundTruth) -> VISDataset:
+    """The ground truth as a :class:`VISDataset`: returned as is, or read from a path or an
+    already parsed annotation dict (:meth:`VISDataset.from_json`)."""
+    return gt if isinstance(gt, VISDataset) else VISDataset.from_json(gt)
 
 
-def evaluate_vis(
-    dataset: Union[VISDataset, str, "os.PathLike[str]"],
-    predictions: Union[Sequence[VISPrediction], Sequence[Mapping[str, Any]], Mapping[int, Any], str,
-                       "os.PathLike[str]"],
-    derived_occlusion: Optional[bool] = None,
-) -> VISEvalResult:
-    """Evaluate predicted tracks against a ground truth, as the official VIS evaluation.
-
-    Args:
-        dataset: the ground truth: a :class:`VISDataset` or the path of its annotation json.
-        predictions: the predicted tracks, in any of these forms: a results json path; its
-            entries (the list :meth:`cmasktrack.VideoResult.to_ytvis` or
-            :func:`cmasktrack.track_dataset` return); ``{video id: VideoResult}`` (straight
-            from :meth:`CMaskTrack.track_video`, no json in between); or predictions already
-            validated by :func:`cmasktrack.data.results.load_results`.
-        derived_occlusion: compute the derived (box-overlap) occlusion breakdown: ``None``
-            (default) when the ground truth has no official occlusion labels, ``True`` always,
-            ``False`` never.
-
-    Returns:
-        A :class:`VISEvalResult`; ``result.to_dict()`` is the ``--json`` object.
+def as_predictions(results: Results, dataset: VISDataset) -> List[VISPrediction]:
+    """The predictions as :class:`VISPrediction` objects: a list of them is returned as is; a
+    path, a parsed results list or ``{video id: VideoResult}`` (in memory: no json in between)
+    is read and validated against ``dataset`` (:func:`~cmasktrack.data.results.load_results`).
 
     Raises:
-        ValueError: a prediction's video is not in the ground truth, or the occlusion labels
-            are incomplete (some annotations have them and others not, or an object has none).
-        ResultsFormatError: the predictions are malformed (the message names the entry).
+        ValueError: the list mixes :class:`VISPrediction` objects and other entries.
     """
-    if not isinstance(dataset, VISDataset):
-        dataset = VISDataset.from_json(dataset)
-    predictions = _as_predictions(predictions, dataset)
+    if isinstance(results, Mapping):  # {video id: VideoResult}
+        results = [entry for video_id, result in results.items()
+                   for entry in result.to_ytvis(video_id=video_id, official_extras=False)]
+    if isinstance(results, (str, bytes, os.PathLike)):
+        return load_results(results, dataset)
+    results = list(results)
+    kinds = {isinstance(p, VISPrediction) for p in results}
+    if kinds == {True}:
+        return results
+    if kinds == {True, False}:
+        raise ValueError("results mix VISPrediction objects and other entries; give one kind")
+    return load_results(results, dataset)
+
+
+def check_predictions(predictions: Sequence[VISPrediction], dataset: VISDataset) -> int:
+    """Check that every prediction's video is in the ground truth; warn about (and count) the
+    predictions whose category is not, which evaluations ignore, as the official one does.
+
+    Raises:
+        ValueError: a prediction's video is not in the ground truth.
+    """
     for index, p in enumerate(predictions):
         if p.video_id not in dataset.videos:
             raise ValueError(f"prediction {index}: unknown video_id {p.video_id} (not in the ground truth)")
@@ -307,8 +304,40 @@ def evaluate_vis(
         warnings.warn(
             f"{ignored} prediction(s) have category ids not in the ground truth {unknown[:10]}; "
             "they are ignored, as the official evaluation does",
-            stacklevel=2,
+            stacklevel=3,
         )
+    return ignored
+
+
+def evaluate_vis(
+    dataset: GroundTruth,
+    predictions: Results,
+    derived_occlusion: Optional[bool] = None,
+) -> VISEvalResult:
+    """Evaluate predicted tracks against a ground truth, as the official VIS evaluation.
+
+    Args:
+        dataset: the ground truth: a :class:`VISDataset`, the path of an annotation json or
+            its parsed dict.
+        predictions: :class:`VISPrediction` objects
+            (:func:`cmasktrack.data.results.load_results`), the path of a results json or its
+            parsed list (what :meth:`cmasktrack.VideoResult.to_ytvis` and
+            :func:`cmasktrack.track_dataset` return), or ``{video id: VideoResult}`` straight
+            from :meth:`CMaskTrack.track_video` (validated here).
+        derived_occlusion: compute the derived (box-overlap) occlusion breakdown: ``None``
+            (default) when the ground truth has no official occlusion labels, ``True`` always,
+            ``False`` never.
+
+    Returns:
+        A :class:`VISEvalResult`; ``result.to_dict()`` is the ``--json`` object.
+
+    Raises:
+        ValueError: a prediction's video is not in the ground truth, or the occlusion labels
+            are incomplete (some annotations have them and others not, or an object has none).
+    """
+    dataset = as_dataset(dataset)
+    predictions = as_predictions(predictions, dataset)
+    ignored = check_predictions(predictions, dataset)
 
     if any(a.id == 0 for a in dataset.annotations):
         warnings.warn(
@@ -328,28 +357,13 @@ def evaluate_vis(
         int(cat): _mean_valid(precision[:, :, k, 0, -1]) for k, cat in enumerate(main.params.catIds)
     }
 
-    occlusion = None
-    labelled = dataset.has_occlusion_labels
-    if not labelled and any(a.occlusion is not None for a in dataset.annotations):
-        missing = next(a for a in dataset.annotations if a.occlusion is None)
-        raise ValueError(
-            f"annotation id {missing.id} (video {missing.video_id}) has no 'occlusion' labels "
-            "while other annotations do"
-        )
-    if labelled:
-        scores = {}
-        for ann in dataset.annotations:
-            try:
-                scores[ann.id] = official_occlusion_score(ann.occlusion)
-            except ValueError as exc:
-                raise ValueError(f"annotation id {ann.id} (video {ann.video_id}): {exc}") from None
-        occlusion = _occlusion_subsets(gts, dts, scores, dataset, iou_cache, suffix="")
-
-    derived = None
-    if derived_occlusion or (derived_occlusion is None and not labelled):
-        derived = _occlusion_subsets(
-            gts, dts, derived_occlusion_scores(dataset), dataset, iou_cache, suffix="_derived"
-        )
+    occlusion = derived = None
+    for suffix, scores in occlusion_score_sets(dataset, derived_occlusion):
+        breakdown = _occlusion_subsets(gts, dts, scores, dataset, iou_cache, suffix=suffix)
+        if suffix:
+            derived = breakdown
+        else:
+            occlusion = breakdown
 
     return VISEvalResult(
         stats=stats,
