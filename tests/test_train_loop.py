@@ -152,7 +152,10 @@ def test_match_loss_weight_scales_the_match_loss(tiny):
 
 
 def test_cli(tiny, tmp_path, capsys):
-    from cmasktrack.train.cli import main
+    from cmasktrack.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["train", *argv])
 
     ann, frames = tiny
     cfg_path = tmp_path / "cfg.json"
