@@ -462,6 +462,39 @@ def test_backend_selection(monkeypatch):
         correlation(a, b, 3, 1, backend="cuda")
 
 
+def test_use_backend_switches_calls_without_backend(monkeypatch):
+    module = importlib.import_module("cmasktrack.ops.correlation")
+    calls = []
+    real = module.correlation_torch
+    monkeypatch.setattr(module, "correlation_torch", lambda *a: calls.append("torch") or real(*a))
+    a, b = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    expected = naive_correlation(a, b, 3, 1).float()
+    default = ops.resolve_backend("cpu")
+    with ops.use_backend("torch"):
+        assert ops.resolve_backend("cpu") == "torch"
+        torch.testing.assert_close(correlation(a, b, 3, 1), expected)
+        assert calls == ["torch"]
+        with ops.use_backend(None):  # nested: the automatic choice again
+            assert ops.resolve_backend("cpu") == default
+        assert ops.resolve_backend("cpu") == "torch"
+        if has_extension("cpu"):  # an explicit argument wins
+            correlation(a, b, 3, 1, backend="ext")
+            assert calls == ["torch"]
+    assert ops.resolve_backend("cpu") == default
+    # restored after an exception too
+    with pytest.raises(KeyError):
+        with ops.use_backend("torch"):
+            raise KeyError
+    assert ops.resolve_backend("cpu") == default
+    with pytest.raises(ValueError, match="backend"):
+        with ops.use_backend("cuda"):
+            pass
+    # "ext" where the compiled op is missing: the error comes at the call
+    monkeypatch.setattr(module, "has_extension", lambda device=None: False)
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="cmasktrack._C"):
+        correlation(a, b, 3, 1)
+
+
 def test_without_extension_in_subprocess():
     code = textwrap.dedent(
         """
