@@ -58,7 +58,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["TOLERANCES", "CheckResult", "SelftestReport", "run_selftest", "environment", "add_arguments", "main"]
+__all__ = ["TOLERANCES", "CheckResult", "SelftestReport", "run_selftest", "environment", "format_environment",
+           "compare_tracks", "add_arguments", "run_from_args", "main"]
 
 #: Tolerances of every comparison (see the module docstring).
 TOLERANCES: Dict[str, Any] = {
@@ -115,7 +116,7 @@ class SelftestReport:
 
     def format(self) -> str:
         """The environment and the table of checks, as printed."""
-        lines = [_format_environment(self.environment), ""]
+        lines = [format_environment(self.environment), ""]
         width = {"device": 7, "check": 5}
         for r in self.results:
             width["device"] = max(width["device"], len(r.device))
@@ -254,7 +255,8 @@ def environment() -> Dict[str, Any]:
     return env
 
 
-def _format_environment(env: Dict[str, Any]) -> str:
+def format_environment(env: Dict[str, Any]) -> str:
+    """:func:`environment` as a few readable lines."""
     ext = env["extension"]
     if ext["available"]:
         kernels = "CPU" + (f" + CUDA {ext['cuda_version']}" if ext["cuda"] else " only (no CUDA kernels)")
@@ -662,8 +664,8 @@ def _check_train_amp(training: _Training, name: str, device: str, dtype) -> Tupl
     cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     ok = ok and worst <= 1.0 and cosine >= TOLERANCES["amp_grad_cosine"]
     worst_diff = abs(values[worst_key] - ref_values[worst_key]) if worst_key else 0.0
-    detail += (f"; vs fp32: largest loss difference {worst_diff:.3g} ({worst_key or '-'}; tol {rtol:g}*|loss|+{atol:g}), "
-               f"gradient cosine {cosine:.4f} (tol {TOLERANCES['amp_grad_cosine']})")
+    detail += (f"; vs fp32: largest loss difference {worst_diff:.3g} ({worst_key or '-'}; "
+               f"tol {rtol:g}*|loss|+{atol:g}), gradient cosine {cosine:.4f} (tol {TOLERANCES['amp_grad_cosine']})")
     return (PASS if ok else FAIL), detail
 
 
@@ -715,9 +717,9 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
         finite = math.isfinite(float(losses2["total_loss"]))
         loss_diff = abs(float(losses["total_loss"]) - ref_values["total_loss"])
         ok = set(grads) == set(ref_grads) and rel <= TOLERANCES["ddp_grad"] and finite
-        detail = (f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}, world size 1, 2 iterations: gradients vs "
-                  f"without DDP {rel:.1e} (relative norm, tol {TOLERANCES['ddp_grad']:.0e}), loss diff {loss_diff:.1e}, "
-                  f"second loss {'finite' if finite else 'NOT FINITE'}")
+        detail = (f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}, world size 1, 2 iterations: gradients "
+                  f"vs without DDP {rel:.1e} (relative norm, tol {TOLERANCES['ddp_grad']:.0e}), "
+                  f"loss diff {loss_diff:.1e}, second loss {'finite' if finite else 'NOT FINITE'}")
         return (PASS if ok else FAIL), detail
     finally:
         dist.destroy_process_group()
