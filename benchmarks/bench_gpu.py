@@ -316,8 +316,8 @@ def bench_models(device, frames, warm_frames, official_warm, budget: Budget, com
     return rows
 
 
-def _ms(value: float) -> str:
-    return "-" if value != value else f"{value:.1f} ms"  # NaN: no push returned a result
+def _ms(value: float, unit: str = " ms") -> str:
+    return "-" if value != value else f"{value:.1f}{unit}"  # NaN: no push returned a result
 
 
 def _fmt_row(row: dict) -> str:
@@ -468,7 +468,7 @@ def main(argv=None) -> int:
         if "fps" in r:
             ratio = f"{r['vs_torchvision']:.2f}" if "vs_torchvision" in r else "-"
             log(f"{r['model']:<34} {r['precision']:<9} {'yes' if r['compiled'] else 'no':<7} "
-                f"{r['ms_per_frame']:9.1f} {_ms(r['latency_ms']):>9} {r['fps']:9.1f} {ratio:>18}")
+                f"{r['ms_per_frame']:9.1f} {_ms(r['latency_ms'], ''):>9} {r['fps']:9.1f} {ratio:>18}")
         else:
             log(f"{r['model']:<34} {r['precision']:<9} {'yes' if r['compiled'] else 'no':<7} {_fmt_row(r)}")
     report["seconds"] = args.budget_s - budget.left()

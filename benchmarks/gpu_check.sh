@@ -67,8 +67,10 @@ EOF
 note "$(grep -m1 '^python' "$OUT/env.txt")"
 
 # ---------------------------------------------------------------- 2. extension
-CHECK_EXT='import cmasktrack.ops as o, torch; i = o.extension_info(); print(i)
-raise SystemExit(0 if i["available"] and i["cuda"] else 1)'
+# (the op must come from this tree: an installed cmasktrack elsewhere does not count)
+CHECK_EXT='import os, torch, cmasktrack.ops as o; i = o.extension_info(); print(i)
+here = i["available"] and os.path.dirname(os.path.abspath(o._extension._C.__file__)) == os.path.abspath("cmasktrack")
+raise SystemExit(0 if here and i["cuda"] else 1)'
 if "$PY" -c "$CHECK_EXT" >>"$OUT/build.log" 2>&1; then
   note "cmasktrack._C present with CUDA kernels: not rebuilt"
 else

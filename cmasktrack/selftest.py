@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["TOLERANCES", "CheckResult", "SelftestReport", "run_selftest", "environment", "format_environment",
-           "compare_tracks", "add_arguments", "run_from_args", "main"]
+           "cpu_model", "compare_tracks", "add_arguments", "run_from_args", "main"]
 
 #: Tolerances of every comparison (see the module docstring).
 TOLERANCES: Dict[str, Any] = {
@@ -196,7 +196,8 @@ _FULL = _Plan(
 # environment
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else what ``platform`` knows)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -236,7 +237,7 @@ def environment() -> Dict[str, Any]:
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "extension": extension_info(),
-        "cpu": {"model": _cpu_model(), "isa": _cpu_isa_flags(), "torch_threads": torch.get_num_threads(),
+        "cpu": {"model": cpu_model(), "isa": _cpu_isa_flags(), "torch_threads": torch.get_num_threads(),
                 "cores": os.cpu_count()},
         "cuda_available": torch.cuda.is_available(),
         "gpus": [],
