@@ -30,10 +30,10 @@ Checks, per device:
   gradient's cosine similarity with the fp32 gradient at least ``amp_grad_cosine`` (the
   RoI sampling is seeded alike, but proposals can differ at the last bit, hence the margin).
   Training uses AMP on CUDA only, so the CPU row is ``n/a``.
-* **ddp** (CUDA): a one-process DistributedDataParallel step over NCCL (TCP rendezvous on
-  127.0.0.1, world size 1, what ``torchrun`` sets up), two iterations (the second fails if a
-  parameter got no gradient in the first), gradients within ``ddp_grad`` (relative norm) of
-  the same step without DDP.
+* **ddp**: a one-process DistributedDataParallel step over NCCL on CUDA (gloo on the CPU),
+  TCP rendezvous on 127.0.0.1, world size 1, the process group ``torchrun`` sets up; two
+  iterations (the second fails if a parameter got no gradient in the first), gradients within
+  ``ddp_grad`` (relative norm) of the same step without DDP.
 
 ``--quick`` uses small sizes (well under a minute on a GPU; it is part of the test suite on the
 CPU); the full run takes a few minutes on one GPU.  Exit status: 0 when no check failed, 1 when
@@ -684,10 +684,10 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
 
     from .train import TrainConfig, TrainingModule
 
-    if not device.startswith("cuda"):
-        return NA, "NCCL is CUDA-only (gloo DDP on the CPU is covered by the test suite)"
-    if not dist.is_available() or not dist.is_nccl_available():
-        return FAIL, "torch.distributed / NCCL is not available in this torch build"
+    cuda = device.startswith("cuda")
+    backend = "nccl" if cuda else "gloo"
+    if not dist.is_available() or (cuda and not dist.is_nccl_available()):
+        return FAIL, f"torch.distributed / {backend} is not available in this torch build"
     if dist.is_initialized():
         return SKIP, "a process group already exists in this process"
     index = torch.device(device).index or 0
@@ -695,12 +695,13 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
     plan = training.plan
     batch = _train_batch(training.clip, plan, device)
     model = training.model("demo", device).train()
-    torch.cuda.set_device(index)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
+    if cuda:
+        torch.cuda.set_device(index)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
                             timeout=datetime.timedelta(seconds=120))
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(TrainingModule(model, TrainConfig(**plan.train_config)),
-                                                        device_ids=[index])
+                                                        device_ids=[index] if cuda else None)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         with _no_tf32():
             losses = ddp(batch, torch.Generator().manual_seed(0))
@@ -714,13 +715,15 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
             losses2 = ddp(batch, torch.Generator().manual_seed(1))  # fails if a parameter was not reduced
             losses2["total_loss"].backward()
             optimizer.step()
-        torch.cuda.synchronize(index)
-        finite = math.isfinite(float(losses2["total_loss"]))
-        loss_diff = abs(float(losses["total_loss"]) - ref_values["total_loss"])
+        if cuda:
+            torch.cuda.synchronize(index)
+        finite = math.isfinite(float(losses2["total_loss"].detach()))
+        loss_diff = abs(float(losses["total_loss"].detach()) - ref_values["total_loss"])
+        version = f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}" if cuda else "gloo"
         ok = set(grads) == set(ref_grads) and rel <= TOLERANCES["ddp_grad"] and finite
-        detail = (f"NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}, world size 1, 2 iterations: gradients "
-                  f"vs without DDP {rel:.1e} (relative norm, tol {TOLERANCES['ddp_grad']:.0e}), "
-                  f"loss diff {loss_diff:.1e}, second loss {'finite' if finite else 'NOT FINITE'}")
+        detail = (f"{version}, world size 1, 2 iterations: gradients vs without DDP {rel:.1e} (relative norm, "
+                  f"tol {TOLERANCES['ddp_grad']:.0e}), loss diff {loss_diff:.1e}, "
+                  f"second loss {'finite' if finite else 'NOT FINITE'}")
         return (PASS if ok else FAIL), detail
     finally:
         dist.destroy_process_group()
@@ -815,7 +818,7 @@ def run_selftest(devices: Optional[Sequence[str]] = None, quick: bool = False, r
                 for dtype in amp_dtypes if is_cuda else [torch.float16]:
                     check = f"train {label}: AMP {_dtype_name(dtype)} step" if is_cuda else f"train {label}: AMP step"
                     run(device, check, lambda n=name, d=dtype: _check_train_amp(training, n, device, d))
-            run(device, "DDP step (NCCL, 1 process)", lambda: _check_ddp(training, device))
+            run(device, f"DDP step ({'NCCL' if is_cuda else 'gloo'}, 1 process)", lambda: _check_ddp(training, device))
             if is_cuda:
                 torch.cuda.empty_cache()
     report.seconds = time.perf_counter() - start

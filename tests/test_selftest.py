@@ -20,7 +20,17 @@ from cmasktrack import cli, selftest
 from cmasktrack.results import FrameResult, VideoResult, encode_mask
 
 
-def test_quick_cpu_run_passes(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    # Like the training tests: the run is small, and on a shared 2-core machine a second
+    # OpenMP thread mostly waits for the other jobs.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quick_cpu_run_passes(tmp_path, capsys, one_thread):
     path = tmp_path / "report.json"
     rc = selftest.main(["--quick", "--device", "cpu", "--json", str(path), "--quiet"])
     out = capsys.readouterr().out
@@ -32,10 +42,10 @@ def test_quick_cpu_run_passes(tmp_path, capsys):
     for check in ("correlation float64", "correlation float32", "correlation gradcheck float64",
                   "demo model: op vs fallback", "R50 random 192x112: op vs fallback"):
         assert rows[check]["status"] == ("PASS" if has_ext else "SKIP"), rows[check]
-    for check in ("demo model: tracks vs CPU run", "R50 random 192x112: tracks vs CPU run",
-                  "train demo: AMP step", "DDP step (NCCL, 1 process)"):
+    for check in ("demo model: tracks vs CPU run", "R50 random 192x112: tracks vs CPU run", "train demo: AMP step"):
         assert rows[check]["status"] == "n/a", rows[check]
     assert rows["train demo: fp32 step"]["status"] == "PASS"
+    assert rows["DDP step (gloo, 1 process)"]["status"] == "PASS", rows["DDP step (gloo, 1 process)"]
     if has_ext:  # the model comparisons compared something
         for check in ("demo model: op vs fallback", "R50 random 192x112: op vs fallback"):
             assert "no detections" not in rows[check]["detail"] and " 0 detections" not in rows[check]["detail"]
