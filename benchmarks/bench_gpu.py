@@ -260,24 +260,25 @@ def time_torchvision(model, frames, warm_frames, precision: str, device):
 
 
 def bench_models(device, frames, warm_frames, official_warm, budget: Budget, compile_backend: str,
-                 precisions, compile_precisions, log) -> list:
-    """Rows of step 3: eager runs first (every precision), then the compiled ones (most
-    useful precision first) while the budget lasts."""
+                 plans, rows: list, log, save) -> None:
+    """Step 3 for ``plans`` [(compiled, precision), ...] in order, appending to ``rows`` (and
+    calling ``save()``) after each; compiled runs are skipped once the budget is spent."""
+    if not plans:
+        return
     size = (frames[0].shape[1], frames[0].shape[0])
-    rows = []
+    min_left = 120 if compile_backend == "inductor" else 10  # a compile of the R50-FPN takes a while
     tv = torchvision_model(device, size)
     tv_backbone = tv.backbone
     models = {"cmasktrack num_refs=0": (cmasktrack_model(device, 0, size), 0),
               "cmasktrack official (5+5 refs)": (cmasktrack_model(device, 5, size), 5)}
-    order = ("tf32", "bf16", "fp16", "fp32")  # compiled runs: the precisions that matter most first
-    plans = [(False, p) for p in precisions] + [(True, p) for p in sorted(compile_precisions, key=order.index)]
     for compiled, precision in plans:
         tag = f"{precision}{' compiled' if compiled else ''}"
-        if compiled and budget.left() < 60:
+        if compiled and budget.left() < min_left:
             for name in ["torchvision maskrcnn_resnet50_fpn", *models]:
                 rows.append({"model": name, "precision": precision, "compiled": True,
                              "skipped": "time budget spent"})
             log(f"  {tag}: skipped (time budget)")
+            save()
             continue
         # torchvision
         row = {"model": "torchvision maskrcnn_resnet50_fpn", "precision": precision, "compiled": compiled}
@@ -313,7 +314,7 @@ def bench_models(device, frames, warm_frames, official_warm, budget: Budget, com
                     row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
             rows.append(row)
             log(f"  {tag} {name}: {_fmt_row(row)}")
-    return rows
+        save()
 
 
 def _ms(value: float, unit: str = " ms") -> str:
@@ -394,10 +395,18 @@ def main(argv=None) -> int:
         f"budget {args.budget_s:.0f} s")
     report = {"environment": env, "device": str(device), "tiny": args.tiny, "anchor": ANCHOR}
 
+    def save() -> None:  # after every stage, so that a run killed at its time limit leaves its figures
+        if args.json:
+            report["seconds"] = args.budget_s - budget.left()
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+
     # 1. peaks
     n = 512 if args.tiny else (8192 if device.type == "cuda" else 2048)
     report["mm_peak_tflops"] = peaks = mm_peaks(device, n, reps=3 if args.tiny else 10)
     log("torch.mm peak: " + ", ".join(f"{k} {v:.2f} TFLOP/s" for k, v in peaks.items()) + f" ({n}x{n}x{n})")
+    save()
 
     # 2. correlation op
     levels = [(1, 64, 24, 40), (1, 64, 12, 20)] if args.tiny else LEVELS
@@ -416,6 +425,7 @@ def main(argv=None) -> int:
             parts.append(f"speed-up fwd {r['torch']['forward_ms'] / r['ext']['forward_ms']:.1f}x, "
                          f"fwd+bwd {r['torch']['fwd_bwd_ms'] / r['ext']['fwd_bwd_ms']:.1f}x")
         log("  " + "; ".join(parts))
+    save()
 
     # 3. models
     size = (160, 96) if args.tiny else (640, 360)
@@ -430,10 +440,11 @@ def main(argv=None) -> int:
                                          else ",".join(precisions), device)
     log(f"models on {size[0]}x{size[1]} frames, {n_frames} timed frames per run (after {n_warm} warm-up frames), "
         f"precisions {', '.join(precisions)}, compiled ({backend}): {', '.join(compile_precisions) or 'none'}")
-    report["models"] = bench_models(device, timed_frames, warm_frames, official_warm, budget, backend,
-                                    precisions, compile_precisions, log)
+    report["models"] = []
+    bench_models(device, timed_frames, warm_frames, official_warm, budget, backend,
+                 [(False, p) for p in precisions], report["models"], log, save)
 
-    # 4. memory
+    # 4. memory (before the compiled runs, which take what is left of the budget)
     report["memory"] = []
     if device.type != "cuda":
         log("stream memory: n/a on the CPU (GPU memory)")
@@ -458,6 +469,12 @@ def main(argv=None) -> int:
             report["memory_ratio"] = ratio
             log(f"  peak ratio {done[-1]['frames']} / {done[0]['frames']} frames: {ratio:.3f} "
                 f"({'flat' if ratio <= 1.05 else 'GROWS'})")
+    save()
+
+    # 3b. compiled runs, the precisions that matter most first, while the budget lasts
+    order = ("tf32", "bf16", "fp16", "fp32")
+    bench_models(device, timed_frames, warm_frames, official_warm, budget, backend,
+                 [(True, p) for p in sorted(compile_precisions, key=order.index)], report["models"], log, save)
 
     # summary table
     log("")
@@ -471,12 +488,8 @@ def main(argv=None) -> int:
                 f"{r['ms_per_frame']:9.1f} {_ms(r['latency_ms'], ''):>9} {r['fps']:9.1f} {ratio:>18}")
         else:
             log(f"{r['model']:<34} {r['precision']:<9} {'yes' if r['compiled'] else 'no':<7} {_fmt_row(r)}")
-    report["seconds"] = args.budget_s - budget.left()
-    log(f"total {report['seconds']:.0f} s")
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+    save()
+    log(f"total {args.budget_s - budget.left():.0f} s")
     return 0
 
 
