@@ -14,8 +14,9 @@ In one run, on 640x360 frames (random weights, as benchmarks/bench_inference.py)
    references before and after; the first and last 5 frames of a stream have fewer), each in
    fp32 / TF32 / bf16 / fp16, eager and with torch.compile, and the time ratio to
    torchvision in the same precision;
-4. peak GPU memory of a 100- and a 1000-frame stream in the official setting (it must not grow
-   with the video: the ratio is printed).
+4. peak GPU memory of a 100- and a 1000-frame stream in the official setting, 320x192 frames
+   by default as bench_inference.py's memory runs (it must not grow with the video: the ratio
+   is printed).
 
 Precision: fp32 = TF32 off for matmuls and cuDNN; tf32 = both on; bf16 / fp16 = autocast.
 torchvision gets them from torch.autocast and the TF32 flags; torch.compile there compiles the
@@ -347,6 +348,30 @@ def stream_memory(device: torch.device, n_frames: int, size: tuple) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def bench_memory(device: torch.device, counts, size: tuple, budget: Budget, log) -> list:
+    """Step 4: one stream per length in ``counts``; a stream is skipped when the previous one's
+    speed says it would not fit in the budget."""
+    rows = []
+    per_frame = None  # seconds per frame of the last run
+    for count in counts:
+        estimate = 30.0 if per_frame is None else count * per_frame * 1.15 + 5
+        if estimate > budget.left():
+            rows.append({"frames": count, "skipped": f"needs ~{estimate:.0f} s, {budget.left():.0f} s of budget left"})
+            log(f"stream memory {count} frames: skipped (needs ~{estimate:.0f} s)")
+            continue
+        m = stream_memory(device, count, size)
+        per_frame = m["seconds"] / count
+        rows.append(m)
+        log(f"stream memory {count} frames of {size[0]}x{size[1]} (official setting, torch's default precision "
+            f"flags): peak {m['peak_mib']:.0f} MiB in {m['seconds']:.0f} s")
+    done = [m for m in rows if "peak_mib" in m]
+    if len(done) >= 2:
+        ratio = done[-1]["peak_mib"] / done[0]["peak_mib"]
+        log(f"  peak ratio {done[-1]['frames']} / {done[0]['frames']} frames: {ratio:.3f} "
+            f"({'flat' if ratio <= 1.05 else 'GROWS'})")
+    return rows
+
+
 # ------------------------------------------------------------------------------------------
 
 
@@ -367,6 +392,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="timed frames per run (default 40; tiny 3)")
     ap.add_argument("--budget-s", type=float, default=450.0, help="stop starting compiled runs after this")
     ap.add_argument("--memory-frames", default="100,1000", help="stream lengths of the memory runs")
+    ap.add_argument("--memory-size", default="320x192",
+                    help="frame size of the memory runs (default 320x192, as bench_inference.py's; 640x360 "
+                         "takes ~4x longer for the same question: does memory grow with the video?)")
     ap.add_argument("--compile-backend", default=None,
                     help="torch.compile backend (default inductor; tiny: eager, to keep the smoke run short)")
     ap.add_argument("--precisions", default=None,
@@ -445,30 +473,12 @@ def main(argv=None) -> int:
                  [(False, p) for p in precisions], report["models"], log, save)
 
     # 4. memory (before the compiled runs, which take what is left of the budget)
-    report["memory"] = []
     if device.type != "cuda":
+        report["memory"] = []
         log("stream memory: n/a on the CPU (GPU memory)")
     else:
-        official = [r for r in report["models"] if r["model"].startswith("cmasktrack official") and "fps" in r
-                    and not r["compiled"]]
-        fps = max((r["fps"] for r in official), default=10.0)
-        for count in (int(c) for c in args.memory_frames.split(",")):
-            estimate = count / fps * 1.3 + 10
-            if estimate > budget.left():
-                report["memory"].append({"frames": count, "skipped": f"needs ~{estimate:.0f} s, "
-                                                                     f"{budget.left():.0f} s of budget left"})
-                log(f"stream memory {count} frames: skipped (needs ~{estimate:.0f} s)")
-                continue
-            m = stream_memory(device, count, size)
-            report["memory"].append(m)
-            log(f"stream memory {count} frames (official setting, torch's default precision flags): peak "
-                f"{m['peak_mib']:.0f} MiB in {m['seconds']:.0f} s")
-        done = [m for m in report["memory"] if "peak_mib" in m]
-        if len(done) >= 2:
-            ratio = done[-1]["peak_mib"] / done[0]["peak_mib"]
-            report["memory_ratio"] = ratio
-            log(f"  peak ratio {done[-1]['frames']} / {done[0]['frames']} frames: {ratio:.3f} "
-                f"({'flat' if ratio <= 1.05 else 'GROWS'})")
+        report["memory"] = bench_memory(device, [int(c) for c in args.memory_frames.split(",")],
+                                        tuple(int(v) for v in args.memory_size.split("x")), budget, log)
     save()
 
     # 3b. compiled runs, the precisions that matter most first, while the budget lasts
