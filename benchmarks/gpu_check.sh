@@ -13,7 +13,7 @@
 # PATH that imports torch), GPU_CHECK_BUDGET_S (whole run, default 510), GPU_CHECK_WHEELS
 # (default .whl), TORCH_CUDA_ARCH_LIST (default: the visible GPU's), MAX_JOBS (default nproc),
 # GPU_CHECK_SELFTEST_ARGS / GPU_CHECK_BENCH_ARGS (extra arguments, e.g. "--quick" /
-# "--no-compile"; a CPU-only dry run: "--quick --device cpu" / "--device cpu --tiny").
+# "--compile-precisions="; a CPU-only dry run: "--quick --device cpu" / "--device cpu --tiny").
 # Exit status: the selftest's (0 = every check passed), or 3 when no usable Python was found.
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 3
