@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from cmasktrack.ops import correlation, extension_info, has_extension  # noqa: E402
+from cmasktrack.selftest import cpu_model as cpu_name  # noqa: E402
 
 LEVELS = [(1, 256, 96, 160), (1, 256, 48, 80), (1, 256, 24, 40), (1, 256, 12, 20), (1, 256, 6, 10)]
 PATCH, DILATION = 16, 2
@@ -50,17 +50,6 @@ def best_time(fn: Callable[[], object], repeats: int, min_total: float = 0.5, ma
 def mm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / best_time(lambda: torch.mm(a, b), repeats, min_total=0.0) / 1e9
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(shape: tuple[int, int, int, int], backend: str, repeats: int) -> tuple[float, float]:

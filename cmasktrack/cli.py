@@ -358,6 +358,31 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# selftest
+
+
+def _add_selftest_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from .selftest import add_arguments
+
+    parser = _add_subcommand(
+        subparsers, "selftest",
+        help="check this installation on the CPU and every GPU (correlation op, model, training, DDP)",
+        description="Run the compiled correlation op against its PyTorch fallback, the model on a synthetic "
+                    "clip against the CPU and the fallback, a training step (with AMP on CUDA) and, on CUDA, a "
+                    "one-process DDP step over NCCL; print a table; exit 1 if a check fails. Same as "
+                    "`python -m cmasktrack.selftest`.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=_run_selftest)
+
+
+def _run_selftest(args: argparse.Namespace) -> int:
+    from .selftest import run_from_args
+
+    return run_from_args(args)
+
+
+# --------------------------------------------------------------------------------------------
 # Subcommand registry: each `_add_<name>_parser(subparsers)` creates its parser with
 # `_add_subcommand` and calls `parser.set_defaults(func=_run_<name>)`; `_run_<name>(args) -> int`
 # imports what it needs lazily (keeps `eval` free of torch). Exceptions with a clear message
@@ -368,6 +393,7 @@ _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_track_parser,
     _add_convert_parser,
     _add_train_parser,
+    _add_selftest_parser,
 ]
 
 

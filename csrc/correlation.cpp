@@ -8,8 +8,10 @@
 
 #include <torch/library.h>
 
-// Name of the CPU kernel variant chosen at run time ("avx2" or "generic"); csrc/cpu.
+// Name of the CPU kernel variant chosen at load time ("avx512", "avx2" or "generic") and the
+// comma-separated variants the running CPU supports, widest first; csrc/cpu.
 extern "C" const char* cmasktrack_cpu_kernel_isa();
+extern "C" const char* cmasktrack_cpu_kernel_isas();
 #ifdef CMASKTRACK_WITH_CUDA
 // CUDA runtime version the CUDA kernels were compiled against (e.g. 13000); csrc/cuda.
 extern "C" int cmasktrack_cuda_compiled_version();
@@ -44,7 +46,8 @@ PyMODINIT_FUNC PyInit__C(void) {
 #endif
   if (PyModule_AddIntConstant(module, "with_cuda", with_cuda) < 0 ||
       PyModule_AddIntConstant(module, "cuda_version", cuda_version) < 0 ||
-      PyModule_AddStringConstant(module, "cpu_kernel_isa", cmasktrack_cpu_kernel_isa()) < 0) {
+      PyModule_AddStringConstant(module, "cpu_kernel_isa", cmasktrack_cpu_kernel_isa()) < 0 ||
+      PyModule_AddStringConstant(module, "cpu_kernel_isas", cmasktrack_cpu_kernel_isas()) < 0) {
     Py_DECREF(module);
     return nullptr;
   }

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 import cmasktrack.ops as ops
 from cmasktrack.ops import correlation, correlation_torch, displacements, extension_info, has_extension
+
+REPO = Path(__file__).resolve().parents[1]
 
 requires_ext = pytest.mark.skipif(
     not has_extension("cpu"), reason=f"compiled extension cmasktrack._C not available: {extension_info()['error']}"
@@ -233,32 +237,121 @@ def test_empty_inputs(backend):
         assert torch.all(out == 0)
 
 
-@requires_ext
-def test_generic_cpu_kernels_in_subprocess():
-    # The baseline (non-AVX2) kernel variant, forced by the environment, against the naive loop.
-    code = textwrap.dedent(
-        """
-        import torch
-        from cmasktrack.ops import correlation, extension_info
-        assert extension_info()["cpu_kernel_isa"] == "generic", extension_info()
-        torch.manual_seed(0)
-        for dtype in (torch.float32, torch.float64):
-            a = torch.randn(2, 21, 7, 19, dtype=dtype, requires_grad=True)
-            b = torch.randn(2, 21, 7, 19, dtype=dtype, requires_grad=True)
-            out = correlation(a, b, 5, 2, backend="ext")
-            out_ref = correlation(a, b, 5, 2, backend="torch")
-            torch.testing.assert_close(out, out_ref)
+ISA_CHECK = textwrap.dedent(
+    """
+    import sys, warnings
+    warnings.simplefilter("error")  # the request must be honoured without a warning
+    import torch
+    from cmasktrack.ops import correlation, extension_info
+    assert extension_info()["cpu_kernel_isa"] == sys.argv[1], extension_info()
+    torch.manual_seed(0)
+    # Odd sizes; channels and widths below, at and above 16 (the float lanes of AVX-512, which
+    # the transposing copies work in 16 x 16 blocks); the real patch 16 / dilation 2.
+    cases = [(2, 21, 7, 19, 5, 2), (1, 40, 9, 35, 16, 2), (3, 16, 4, 16, 3, 1), (1, 5, 3, 4, 4, 1)]
+    for dtype in (torch.float32, torch.float64):
+        for shape in cases:
+            *size, patch, dil = shape
+            a = torch.randn(*size, dtype=dtype, requires_grad=True)
+            b = torch.randn(*size, dtype=dtype, requires_grad=True)
+            out = correlation(a, b, patch, dil, backend="ext")
+            out_ref = correlation(a, b, patch, dil, backend="torch")
+            torch.testing.assert_close(out, out_ref, msg=lambda m: f"{shape} {dtype}: {m}")
             g = torch.randn_like(out)
             grads = torch.autograd.grad(out, (a, b), g)
             grads_ref = torch.autograd.grad(out_ref, (a, b), g)
-            torch.testing.assert_close(grads, grads_ref)
-        print("ok")
-        """
-    )
-    env = dict(os.environ, CMASKTRACK_CPU_ISA="generic", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            torch.testing.assert_close(grads, grads_ref, msg=lambda m: f"{shape} {dtype} grad: {m}")
+    print("ok")
+    """
+)
+
+
+def _isa_subprocess(code: str, isa: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CMASKTRACK_CPU_ISA=isa, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@requires_ext
+@pytest.mark.parametrize("isa,request_name", [("generic", "baseline"), ("avx2", "avx2"), ("avx512", "avx512")])
+def test_cpu_kernel_variant_in_subprocess(isa, request_name):
+    # Every variant this CPU can run, forced by the environment, against the PyTorch fallback
+    # ("baseline" is another name of "generic").
+    if isa not in extension_info()["cpu_kernel_isas"]:
+        pytest.skip(f"this CPU cannot run the {isa} variant (it runs {extension_info()['cpu_kernel_isas']})")
+    result = _isa_subprocess(ISA_CHECK, request_name, isa)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+@requires_ext
+def test_default_cpu_kernel_is_the_widest_the_cpu_has():
+    # Independent of the extension's own detection: the CPU flags Linux reports.
+    flags = _cpu_flags()
+    if flags is None or not {"sse2", "avx"} & flags:
+        pytest.skip("needs an x86-64 Linux machine (/proc/cpuinfo flags)")
+    if os.environ.get("CMASKTRACK_CPU_ISA"):
+        pytest.skip("CMASKTRACK_CPU_ISA is set")
+    expected = "avx512" if {"avx512f", "avx2", "fma"} <= flags else "avx2" if {"avx2", "fma"} <= flags else "generic"
+    info = extension_info()
+    assert info["cpu_kernel_isa"] == expected
+    assert info["cpu_kernel_isas"] == {"avx512": ("avx512", "avx2", "generic"), "avx2": ("avx2", "generic"),
+                                       "generic": ("generic",)}[expected]
+
+
+@requires_ext
+def test_cpu_kernel_request_the_cpu_cannot_run_is_ignored_with_a_warning():
+    isas = extension_info()["cpu_kernel_isas"]
+    request_name = "sse9" if "avx512" in isas else "avx512"
+    code = ("import warnings\nwith warnings.catch_warnings(record=True) as w:\n    warnings.simplefilter('always')\n"
+            "    from cmasktrack.ops import extension_info\n"
+            "print(extension_info()['cpu_kernel_isa'], '|', ' '.join(str(x.message) for x in w))")
+    result = _isa_subprocess(code, request_name)
+    assert result.returncode == 0, result.stderr
+    chosen, message = result.stdout.split("|", 1)
+    assert chosen.strip() == isas[0]
+    assert f"CMASKTRACK_CPU_ISA={request_name!r} was ignored" in message
+
+
+def _cxx() -> str | None:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+@pytest.mark.parametrize("variant", ["vec64-portable", "avx512"])
+def test_kernel_source_at_64_byte_vectors(tmp_path, variant):
+    # The AVX-512 variant's kernel source (16 float lanes, the 16 x 16 transpose) compiled
+    # standalone and checked against naive loops (tests/cpp/kernel_harness.cpp).  Without
+    # AVX-512 flags the compiler lowers the 64-byte vectors to narrower instructions, so this
+    # runs on any CPU; with them it needs a CPU that has AVX-512F.
+    harness = REPO / "tests" / "cpp" / "kernel_harness.cpp"
+    if not (REPO / "csrc").is_dir() or not harness.exists():
+        pytest.skip("csrc/ not found (tests run outside the source tree)")
+    compiler = _cxx()
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    flags = []
+    if variant == "avx512":
+        cpu = _cpu_flags()
+        if cpu is None or not {"avx512f", "avx2", "fma"} <= cpu:
+            pytest.skip("this CPU has no AVX-512F")
+        flags = ["-mavx512f", "-mavx2", "-mfma"]
+    exe = tmp_path / "harness"
+    build = subprocess.run([compiler, "-O1", "-std=c++20", "-Wno-psabi", f"-I{REPO / 'csrc'}", "-DHARNESS_VBYTES=64",
+                            *flags, str(harness), "-o", str(exe)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-5000:]
+    run_ = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert run_.returncode == 0, run_.stdout[-5000:]
+    assert run_.stdout.startswith("ok (64-byte vectors)")
 
 
 # --------------------------------------------------------------------------- gradients
@@ -367,6 +460,39 @@ def test_backend_selection(monkeypatch):
         correlation(a, b, 3, 1, backend="ext")
     with pytest.raises(ValueError, match="backend"):
         correlation(a, b, 3, 1, backend="cuda")
+
+
+def test_use_backend_switches_calls_without_backend(monkeypatch):
+    module = importlib.import_module("cmasktrack.ops.correlation")
+    calls = []
+    real = module.correlation_torch
+    monkeypatch.setattr(module, "correlation_torch", lambda *a: calls.append("torch") or real(*a))
+    a, b = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    expected = naive_correlation(a, b, 3, 1).float()
+    default = ops.resolve_backend("cpu")
+    with ops.use_backend("torch"):
+        assert ops.resolve_backend("cpu") == "torch"
+        torch.testing.assert_close(correlation(a, b, 3, 1), expected)
+        assert calls == ["torch"]
+        with ops.use_backend(None):  # nested: the automatic choice again
+            assert ops.resolve_backend("cpu") == default
+        assert ops.resolve_backend("cpu") == "torch"
+        if has_extension("cpu"):  # an explicit argument wins
+            correlation(a, b, 3, 1, backend="ext")
+            assert calls == ["torch"]
+    assert ops.resolve_backend("cpu") == default
+    # restored after an exception too
+    with pytest.raises(KeyError):
+        with ops.use_backend("torch"):
+            raise KeyError
+    assert ops.resolve_backend("cpu") == default
+    with pytest.raises(ValueError, match="backend"):
+        with ops.use_backend("cuda"):
+            pass
+    # "ext" where the compiled op is missing: the error comes at the call
+    monkeypatch.setattr(module, "has_extension", lambda device=None: False)
+    with ops.use_backend("ext"), pytest.raises(RuntimeError, match="cmasktrack._C"):
+        correlation(a, b, 3, 1)
 
 
 def test_without_extension_in_subprocess():

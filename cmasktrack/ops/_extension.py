@@ -9,6 +9,9 @@ missing, nothing is registered and :func:`has_extension` is False.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
 __all__ = ["extension_info", "extension_devices", "has_extension"]
@@ -47,20 +50,43 @@ def extension_info() -> dict[str, object]:
     """A summary of the compiled extension for users, bug reports and tests.
 
     Keys: ``available`` (bool), ``cuda`` (bool, CUDA kernels compiled in), ``cuda_version``
-    (e.g. "13.0" or None), ``cpu_kernel_isa`` ("avx2"/"generic" or None), ``error`` (why the
-    extension could not be imported, or None).
+    (e.g. "13.0" or None), ``cpu_kernel_isa`` (the CPU kernel variant chosen at load time:
+    "avx512", "avx2" or "generic"; None without the extension), ``cpu_kernel_isas`` (the
+    variants this CPU can run, widest first, e.g. ``("avx2", "generic")``; the environment
+    variable ``CMASKTRACK_CPU_ISA`` picks one of them, read when the extension is loaded),
+    ``error`` (why the extension could not be imported, or None).
     """
     if _C is None:
         return {"available": False, "cuda": False, "cuda_version": None, "cpu_kernel_isa": None,
-                "error": _LOAD_ERROR}
+                "cpu_kernel_isas": (), "error": _LOAD_ERROR}
     version = int(_C.cuda_version)
     return {
         "available": True,
         "cuda": bool(_C.with_cuda),
         "cuda_version": f"{version // 1000}.{version % 1000 // 10}" if version else None,
         "cpu_kernel_isa": str(_C.cpu_kernel_isa),
+        "cpu_kernel_isas": _cpu_kernel_isas(),
         "error": None,
     }
+
+
+def _cpu_kernel_isas() -> tuple[str, ...]:
+    # Extensions built before the AVX-512 variant have no cpu_kernel_isas.
+    names = getattr(_C, "cpu_kernel_isas", None)
+    return tuple(names.split(",")) if names else (str(_C.cpu_kernel_isa),)
+
+
+def _check_isa_request() -> None:
+    """Warn when CMASKTRACK_CPU_ISA names a variant the extension did not pick (the C++ side
+    ignores names it does not know and variants this CPU cannot run)."""
+    request = os.environ.get("CMASKTRACK_CPU_ISA")
+    if not request:
+        return
+    chosen = str(_C.cpu_kernel_isa)
+    if {"baseline": "generic"}.get(request, request) != chosen:
+        warnings.warn(f"CMASKTRACK_CPU_ISA={request!r} was ignored: the correlation kernel variants this "
+                      f"CPU can run are {', '.join(_cpu_kernel_isas())} (names: avx512, avx2, generic = "
+                      f"baseline); using {chosen!r}", RuntimeWarning, stacklevel=2)
 
 
 def _check_fake_args(input1: torch.Tensor, input2: torch.Tensor, patch_size: int,
@@ -133,3 +159,4 @@ def _register() -> None:
 
 if _C is not None:
     _register()
+    _check_isa_request()

@@ -17,14 +17,42 @@ tensor ops only.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 
 from cmasktrack.ops._extension import extension_info, has_extension
 
-__all__ = ["correlation", "correlation_torch", "displacements", "resolve_backend"]
+__all__ = ["correlation", "correlation_torch", "displacements", "resolve_backend", "use_backend"]
 
 _BACKENDS = (None, "ext", "torch")
+# What ``backend=None`` means; changed only by use_backend().
+_default_backend: str | None = None
+
+
+@contextlib.contextmanager
+def use_backend(backend: str | None) -> Iterator[None]:
+    """Within the ``with`` block, calls of :func:`correlation` that leave ``backend`` at None
+    (every call inside the model) use ``backend``: "torch" the PyTorch fallback, "ext" the
+    compiled op (a RuntimeError where it is unavailable), None the automatic choice.
+
+    The setting is process-wide, not per thread; blocks nest and the previous setting comes
+    back on exit.  An explicit ``backend=`` argument still wins.
+
+    >>> with use_backend("torch"):                      # doctest: +SKIP
+    ...     result = model.track_video(frames)          # the model on the fallback op
+    """
+    global _default_backend
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be None, 'ext' or 'torch', got {backend!r}")
+    previous = _default_backend
+    _default_backend = backend
+    try:
+        yield
+    finally:
+        _default_backend = previous
 
 
 def displacements(patch_size: int = 16, dilation_patch: int = 2) -> list[int]:
@@ -73,11 +101,13 @@ def resolve_backend(device: str | torch.device, backend: str | None = None) -> s
     Args:
         device: where the inputs live.
         backend: None picks the compiled op when it is available for this device type, else
-            the PyTorch fallback; "ext" demands the compiled op (RuntimeError if unavailable);
-            "torch" always uses the fallback.
+            the PyTorch fallback (or follows an enclosing :func:`use_backend`); "ext" demands
+            the compiled op (RuntimeError if unavailable); "torch" always uses the fallback.
     """
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be None, 'ext' or 'torch', got {backend!r}")
+    if backend is None:
+        backend = _default_backend
     if backend == "torch":
         return "torch"
     if has_extension(device):
@@ -105,7 +135,8 @@ def correlation(input1: torch.Tensor, input2: torch.Tensor, patch_size: int = 16
         patch_size: number of displacements per axis (16 in CMaskTrack R-CNN).
         dilation_patch: spacing of the displacements (2 in CMaskTrack R-CNN).
         backend: None = the compiled op if available for this device, else the PyTorch
-            fallback; "ext" = the compiled op or a RuntimeError; "torch" = the fallback.
+            fallback (or what an enclosing :func:`use_backend` says); "ext" = the compiled op
+            or a RuntimeError; "torch" = the fallback.
 
     Returns:
         (B, patch_size, patch_size, H, W) tensor ``out[b, k, l, y, x] = sum_c input1[b, c, y, x]

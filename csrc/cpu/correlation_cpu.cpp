@@ -2,9 +2,13 @@
 //
 // The inputs are copied once into zero-padded channels-last row buffers (correlation_cpu.h),
 // then every output row (b, y) is computed independently with at::parallel_for.  The inner
-// kernels (correlation_kernels.inc) are compiled twice, for AVX2+FMA and for the baseline
-// instruction set, and the variant is chosen once at load time from the running CPU
-// (environment variable CMASKTRACK_CPU_ISA=generic forces the baseline variant).
+// kernels (correlation_kernels.inc) are compiled three times on x86-64, for AVX-512F, for
+// AVX2+FMA and for the baseline instruction set (only the baseline elsewhere), each variant
+// through function target attributes so that the rest of the library stays baseline code; the
+// variant is chosen once at load time: the widest one the running CPU supports, or the one
+// named by the environment variable CMASKTRACK_CPU_ISA=generic|avx2|avx512 when the CPU
+// supports it ("baseline" = "generic"; an unsupported or unknown name is ignored, and Python
+// warns, cmasktrack/ops/_extension.py).
 // float and double are computed in their own precision; half and bfloat16 inputs are computed
 // in float and the results rounded back.
 #include <ATen/Dispatch.h>
@@ -19,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -32,7 +37,15 @@
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
-#define CMT_HAVE_AVX2_VARIANT 1
+#define CMT_HAVE_X86_VARIANTS 1
+#define CMT_NS avx512
+#define CMT_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define CMT_VBYTES 64
+#include "cpu/correlation_kernels.inc"
+#undef CMT_NS
+#undef CMT_TARGET
+#undef CMT_VBYTES
+
 #define CMT_NS avx2
 #define CMT_TARGET __attribute__((target("avx2,fma")))
 #define CMT_VBYTES 32
@@ -54,23 +67,95 @@ namespace cmasktrack {
 namespace cpu {
 namespace {
 
-enum class Isa { kGeneric, kAvx2 };
+// Kernel variants, widest first.
+enum class Isa { kAvx512, kAvx2, kGeneric };
+constexpr Isa kAllIsas[] = {Isa::kAvx512, Isa::kAvx2, Isa::kGeneric};
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kGeneric:
+      break;
+  }
+  return "generic";
+}
+
+// Whether the variant is compiled in and the running CPU (and OS) can execute it.
+bool isa_usable(Isa isa) {
+  if (isa == Isa::kGeneric) {
+    return true;
+  }
+#ifdef CMT_HAVE_X86_VARIANTS
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == Isa::kAvx2) {
+    return avx2;
+  }
+  // libgcc / compiler-rt report avx512f only when the OS saves the ZMM registers (XCR0).
+  return avx2 && __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
 
 Isa detect_isa() {
   const char* forced = std::getenv("CMASKTRACK_CPU_ISA");
-  if (forced != nullptr && std::strcmp(forced, "generic") == 0) {
-    return Isa::kGeneric;
+  if (forced != nullptr) {
+    const char* name = std::strcmp(forced, "baseline") == 0 ? "generic" : forced;
+    for (const Isa isa : kAllIsas) {
+      if (std::strcmp(name, isa_name(isa)) == 0 && isa_usable(isa)) {
+        return isa;
+      }
+    }
   }
-#ifdef CMT_HAVE_AVX2_VARIANT
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx2;
+  for (const Isa isa : kAllIsas) {
+    if (isa_usable(isa)) {
+      return isa;
+    }
   }
-#endif
   return Isa::kGeneric;
 }
 
+// "avx512,avx2,generic": the variants this CPU can run, widest first.
+std::string usable_isas() {
+  std::string names;
+  for (const Isa isa : kAllIsas) {
+    if (isa_usable(isa)) {
+      names += names.empty() ? "" : ",";
+      names += isa_name(isa);
+    }
+  }
+  return names;
+}
+
 const Isa kIsa = detect_isa();
+const std::string kUsableIsas = usable_isas();
+
+// Runs the statement(s) with `isa` aliased to the namespace of the chosen kernel variant.
+#ifdef CMT_HAVE_X86_VARIANTS
+#define CMT_DISPATCH_ISA(...)        \
+  do {                               \
+    if (kIsa == Isa::kAvx512) {      \
+      namespace isa = avx512;        \
+      __VA_ARGS__;                   \
+    } else if (kIsa == Isa::kAvx2) { \
+      namespace isa = avx2;          \
+      __VA_ARGS__;                   \
+    } else {                         \
+      namespace isa = generic;       \
+      __VA_ARGS__;                   \
+    }                                \
+  } while (0)
+#else
+#define CMT_DISPATCH_ISA(...) \
+  do {                        \
+    namespace isa = generic;  \
+    __VA_ARGS__;              \
+  } while (0)
+#endif
 
 at::ScalarType compute_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
@@ -90,13 +175,7 @@ constexpr int64_t kCopyBlock = 16;  // square blocks of the converting transposi
 template <typename T>
 void transpose_copy(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                     int64_t cols) {
-#ifdef CMT_HAVE_AVX2_VARIANT
-  if (kIsa == Isa::kAvx2) {
-    avx2::transpose_copy<T>(src, src_stride, dst, dst_stride, rows, cols);
-    return;
-  }
-#endif
-  generic::transpose_copy<T>(src, src_stride, dst, dst_stride, rows, cols);
+  CMT_DISPATCH_ISA(isa::transpose_copy<T>(src, src_stride, dst, dst_stride, rows, cols));
 }
 
 // Row buffer [B][H][width][Cp] of src (B, C, H, W, contiguous): pixel x of row (b, y) at
@@ -205,13 +284,7 @@ void forward_rows(T* out, const T* a1, const T* a2, const Geometry& g) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / g.H;
       const int64_t y = row % g.H;
-#ifdef CMT_HAVE_AVX2_VARIANT
-      if (kIsa == Isa::kAvx2) {
-        avx2::forward_row<T>(out, a1, a2, g, b, y, scratch.data());
-        continue;
-      }
-#endif
-      generic::forward_row<T>(out, a1, a2, g, b, y, scratch.data());
+      CMT_DISPATCH_ISA(isa::forward_row<T>(out, a1, a2, g, b, y, scratch.data()));
     }
   });
 }
@@ -223,25 +296,8 @@ void backward_rows(T* grad_buffer, const T* grad, const T* rowbuf, const Geometr
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / g.H;
       const int64_t y = r % g.H;
-#ifdef CMT_HAVE_AVX2_VARIANT
-      if (kIsa == Isa::kAvx2) {
-        if constexpr (kInput1) {
-          avx2::backward_row<T, avx2::Grad::kInput1>(grad_buffer, grad, rowbuf, g, b, y,
-                                                     rows.data(), grads.data());
-        } else {
-          avx2::backward_row<T, avx2::Grad::kInput2>(grad_buffer, grad, rowbuf, g, b, y,
-                                                     rows.data(), grads.data());
-        }
-        continue;
-      }
-#endif
-      if constexpr (kInput1) {
-        generic::backward_row<T, generic::Grad::kInput1>(grad_buffer, grad, rowbuf, g, b, y,
-                                                         rows.data(), grads.data());
-      } else {
-        generic::backward_row<T, generic::Grad::kInput2>(grad_buffer, grad, rowbuf, g, b, y,
-                                                         rows.data(), grads.data());
-      }
+      CMT_DISPATCH_ISA(isa::backward_row<T, kInput1 ? isa::Grad::kInput1 : isa::Grad::kInput2>(
+          grad_buffer, grad, rowbuf, g, b, y, rows.data(), grads.data()));
     }
   });
 }
@@ -331,7 +387,11 @@ std::tuple<at::Tensor, at::Tensor> correlation_backward_cpu(const at::Tensor& gr
 }  // namespace cmasktrack
 
 extern "C" const char* cmasktrack_cpu_kernel_isa() {
-  return cmasktrack::cpu::kIsa == cmasktrack::cpu::Isa::kAvx2 ? "avx2" : "generic";
+  return cmasktrack::cpu::isa_name(cmasktrack::cpu::kIsa);
+}
+
+extern "C" const char* cmasktrack_cpu_kernel_isas() {
+  return cmasktrack::cpu::kUsableIsas.c_str();
 }
 
 TORCH_LIBRARY_IMPL(cmasktrack, CPU, m) {
