@@ -183,7 +183,7 @@ def torchvision_model(device: torch.device, size: tuple):
 
 
 def cmasktrack_model(device: torch.device, num_refs: int, size: tuple):
-    from cmasktrack.config import ovis_config
+    from cmasktrack.model_config import ovis_config
     from cmasktrack.model import CMaskTrack
 
     torch.manual_seed(0)

@@ -454,10 +454,10 @@ def _mask_iou(a, b) -> float:
 
 
 def compare_tracks(got, ref) -> Tuple[bool, str]:
-    """Compare two :class:`~cmasktrack.results.VideoResult` of the same clip: the same track ids
+    """Compare two :class:`~cmasktrack.video_result.VideoResult` of the same clip: the same track ids
     and labels in every frame, scores within ``TOLERANCES["track_score"]``, mask IoU at least
     ``TOLERANCES["track_mask_iou"]``.  Returns (ok, one-line summary)."""
-    from .results import decode_rle
+    from .data.ytvis import decode_rle
 
     score_tol, iou_tol = TOLERANCES["track_score"], TOLERANCES["track_mask_iou"]
     if got.num_frames != ref.num_frames:
@@ -500,7 +500,7 @@ class _Models:
 
         if name not in self._cpu:
             from . import DEMO_MODEL
-            from .config import ovis_config
+            from .model_config import ovis_config
             from .model import CMaskTrack
 
             if name == "demo":
@@ -591,10 +591,10 @@ def _train_step(model, batch, plan: _Plan, autocast_dtype=None) -> Tuple[Dict[st
     """Losses and gradients (float32 copies) of one training forward/backward."""
     import torch
 
-    from .train import TrainConfig, TrainingModule
+    from .train import TrainConfig, TrainingModule, prepare_model
 
     cfg = TrainConfig(**plan.train_config)
-    model.train()
+    prepare_model(model, cfg)  # what train() trains: frozen stages, BatchNorm policy, train mode
     model.zero_grad(set_to_none=True)
     device_type = batch.images.device.type
     ctx = (torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -691,7 +691,7 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
     import torch
     import torch.distributed as dist
 
-    from .train import TrainConfig, TrainingModule
+    from .train import TrainConfig, TrainingModule, prepare_model
 
     cuda = device.startswith("cuda")
     backend = "nccl" if cuda else "gloo"
@@ -703,7 +703,8 @@ def _check_ddp(training: _Training, device: str) -> Tuple[str, str]:
     ref_values, ref_grads, _ = training.fp32("demo", device)
     plan = training.plan
     batch = _train_batch(training.clip, plan, device)
-    model = training.model("demo", device).train()
+    model = training.model("demo", device)
+    prepare_model(model, TrainConfig(**plan.train_config))
     if cuda:
         torch.cuda.set_device(index)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,

@@ -17,7 +17,7 @@ import torch
 
 import cmasktrack.ops
 from cmasktrack import cli, selftest
-from cmasktrack.results import FrameResult, VideoResult, encode_mask
+from cmasktrack.video_result import FrameResult, VideoResult, encode_mask
 
 
 @pytest.fixture
