@@ -2,7 +2,8 @@
 
 Each subcommand is two small functions: ``_add_<name>_parser`` declares its arguments and
 ``_run_<name>`` does the work and returns the exit code. Errors are one line on stderr and exit
-code 2; ``--debug`` shows the traceback instead.
+code 2; ``--debug`` shows the traceback instead. ``track --dataset`` and ``merge`` exit with 1
+when some videos failed (listed on stderr; the results hold the others).
 """
 
 from __future__ import annotations
@@ -168,9 +169,29 @@ def _add_track_parser(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--image-root", default=None, metavar="DIR", help="frames directory of --dataset")
     parser.add_argument("--no-resume", action="store_true", help="with --dataset: redo videos already finished")
     parser.add_argument("--no-zip", action="store_true", help="with --dataset: do not write the zip")
+    _add_dataset_run_options(parser)
     _add_model_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run_track)
+
+
+def _add_dataset_run_options(parser: argparse.ArgumentParser) -> None:
+    """``track --dataset`` in several processes: torchrun ranks or job-array shares."""
+    group = parser.add_argument_group(
+        "large datasets (with --dataset)",
+        "Under torchrun (torchrun --nproc_per_node N -m cmasktrack track --dataset ...) every rank tracks its "
+        "share of the videos (balanced by frames; one GPU per rank, gloo CPU processes without GPUs) and rank 0 "
+        "merges. Exit code 1: some videos failed (listed; the results hold the others).")
+    group.add_argument("--resume", action="store_true",
+                       help="take the videos an earlier run finished from <out>.partial/ (the default)")
+    group.add_argument("--shard", default=None, metavar="I/N",
+                       help="job arrays: track share I of N (0 <= I < N) only; the last share to finish merges, "
+                            "or run `cmasktrack merge`")
+    group.add_argument("--skip-bad-frames", action="store_true",
+                       help="an unreadable frame becomes an empty frame (a warning) instead of failing its video")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads of each process (default: under torchrun on the CPU, the cores / processes)")
+    group.add_argument("--verbose", action="store_true", help="a line per video from every process")
 
 
 def _load_model(args: argparse.Namespace):
@@ -198,24 +219,9 @@ def _run_track(args: argparse.Namespace) -> int:
     import time
 
     if args.dataset is not None:
-        if args.input is not None:
-            raise ValueError("give either INPUT or --dataset, not both")
-        if args.image_root is None:
-            raise ValueError("--dataset needs --image-root (the directory the file_names are relative to)")
-        if args.vis is not None:
-            raise ValueError("--vis works on a single video, not with --dataset")
-        from .data.ytvis import VISDataset
-        from .tracking import track_dataset
-
-        dataset = VISDataset.from_json(args.dataset, image_root=args.image_root)
-        options = _track_options(args)
-        model = _load_model(args)
-        t0 = time.perf_counter()
-        entries = track_dataset(model, dataset, args.out, resume=not args.no_resume, write_zip=not args.no_zip,
-                                progress=not args.quiet, options=options)
-        print(f"{len(dataset.video_ids)} videos, {len(entries)} tracks, {time.perf_counter() - t0:.1f} s "
-              f"-> {args.out}" + ("" if args.no_zip else f" and {os.path.splitext(args.out)[0]}.zip"))
-        return 0
+        return _run_track_dataset(args)
+    if args.shard is not None or args.skip_bad_frames or args.resume or args.threads is not None:
+        raise ValueError("--shard, --resume, --skip-bad-frames and --threads work with --dataset")
     if args.input is None:
         raise ValueError("give INPUT (a folder of frames or a video file) or --dataset")
     if not os.path.exists(args.input):
@@ -236,6 +242,78 @@ def _run_track(args: argparse.Namespace) -> int:
         path = render_video(result, args.input, args.vis, progress=not args.quiet)
         print(f"overlay -> {path}")
     return 0
+
+
+def _run_track_dataset(args: argparse.Namespace) -> int:
+    """``track --dataset``: this process's share (everything, a torchrun rank's, or --shard's)."""
+    if args.input is not None:
+        raise ValueError("give either INPUT or --dataset, not both")
+    if args.image_root is None:
+        raise ValueError("--dataset needs --image-root (the directory the file_names are relative to)")
+    if args.vis is not None:
+        raise ValueError("--vis works on a single video, not with --dataset")
+    if args.resume and args.no_resume:
+        raise ValueError("give --resume or --no-resume, not both")
+    from .data.ytvis import VISDataset
+    from .tracking.dataset import track_dataset_processes
+    from .tracking.shards import parse_shard
+
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    dataset = VISDataset.from_json(args.dataset, image_root=args.image_root)
+    report = track_dataset_processes(
+        lambda device: _load_model(argparse.Namespace(**{**vars(args), "device": str(device)})), dataset, args.out,
+        device=args.device, threads=args.threads, shard=shard, resume=not args.no_resume, write_zip=not args.no_zip,
+        progress=not args.quiet, verbose=args.verbose, skip_bad_frames=args.skip_bad_frames,
+        options=_track_options(args))
+    if not report.main:
+        return 0
+    print(report.summary())
+    return _report_failures(report.failures, report.total_videos, args.out if report.merged else None)
+
+
+def _report_failures(failures, total: int, out: Optional[str]) -> int:
+    """Every failed video on stderr, by name with the reason; the exit code (1 when any)."""
+    if not failures:
+        return 0
+    where = f" ({out} holds the other {total - len(failures)})" if out else ""
+    print(f"cmasktrack: error: {len(failures)} of {total} videos failed{where}:", file=sys.stderr)
+    for failure in failures:
+        print(f"  {failure}", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------------------------
+# merge
+
+
+def _add_merge_parser(subparsers: "argparse._SubParsersAction") -> None:
+    parser = _add_subcommand(
+        subparsers, "merge",
+        help="merge the part files of a sharded dataset run (job arrays) into one results json",
+        description="Merge the per-video part files that `cmasktrack track --dataset ... --shard I/N` writes "
+                    "into <out>.partial/ into the results json (by video id; identical to a single-process run) "
+                    "and the zip. Truncated or corrupt parts are an error that names them.",
+    )
+    parser.add_argument("parts", nargs="+", metavar="PART", help="part files, or directories of them (<out>.partial)")
+    parser.add_argument("--out", required=True, metavar="RESULTS_JSON", help="where to write the results json")
+    parser.add_argument("--dataset", default=None, metavar="ANNOTATIONS_JSON",
+                        help="check that every video of this annotation file is there (failed ones are listed)")
+    parser.add_argument("--no-zip", action="store_true", help="do not write the zip")
+    parser.set_defaults(func=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from .tracking.shards import merge_files
+
+    expected = None
+    if args.dataset is not None:
+        from .data.ytvis import VISDataset
+
+        expected = VISDataset.from_json(args.dataset).video_ids
+    merged, failures = merge_files(args.parts, args.out, expected=expected, write_zip=not args.no_zip)
+    print(f"{merged.videos} videos, {merged.tracks} tracks -> {merged.out_path}"
+          + (f" and {merged.zip_path}" if merged.zip_path else ""))
+    return _report_failures(failures, merged.videos + len(failures), merged.out_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +469,7 @@ def _run_selftest(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: List[Callable[["argparse._SubParsersAction"], None]] = [
     _add_eval_parser,
     _add_track_parser,
+    _add_merge_parser,
     _add_convert_parser,
     _add_train_parser,
     _add_selftest_parser,

@@ -58,16 +58,20 @@ def test_track_dataset_resumes_and_is_evaluable(synth, model_dir, tmp_path, caps
     ds = VISDataset.from_json(ann)
     assert {e["video_id"] for e in first} <= set(ds.video_ids)
     evaluate_vis(ds, load_results(str(out), ds))  # the evaluator accepts the file
-    # resume: a finished video is read back, not recomputed (poison its cache and see it come back)
+    # resume: a finished video is read back, not recomputed (its part file stays the same file)
     part = tmp_path / "results.json.partial"
-    cached = sorted(os.listdir(part))
+
+    def part_stats():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in part.glob("*.part")}
+
+    cached = part_stats()
     assert len(cached) == 2
-    (part / cached[0]).write_text("[]")
     assert main(args) == 0
-    again = json.loads(out.read_text())
-    vid0 = int(cached[0].split(".")[0])
-    assert [e for e in again if e["video_id"] == vid0] == []
+    assert part_stats() == cached and json.loads(out.read_text()) == first
+    assert "2 resumed" in capsys.readouterr().out
     assert main(args + ["--no-resume"]) == 0
+    redone = part_stats()
+    assert all(redone[k] != cached[k] for k in cached)
     assert json.loads(out.read_text()) == first
 
 

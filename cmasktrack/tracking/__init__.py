@@ -5,12 +5,37 @@
 * :mod:`.video` — :class:`VideoTracker`, the per-frame pipeline over a stream of frames
   (sliding window of features, references, heads, association, mask paste), and
   :func:`track_frames`;
-* :mod:`.dataset` — :func:`track_dataset`, every video of a benchmark json, resumable.
+* :mod:`.dataset` — :func:`track_dataset` / :func:`run_dataset`, every video of a benchmark
+  json, resumable, in one process, under ``torchrun`` or as job-array shares;
+* :mod:`.shards` — shares, per-video part files and their merge (no torch: ``cmasktrack
+  merge`` starts quickly).
+
+Names are imported on first use (so :mod:`.shards` and :mod:`.options` load without torch).
 """
 
-from .association import TrackMemory
-from .dataset import track_dataset
-from .options import TrackOptions
-from .video import VideoTracker, reference_indices, track_frames
+from typing import Any
 
-__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]
+_LAZY = {
+    "TrackOptions": "cmasktrack.tracking.options",
+    "TrackMemory": "cmasktrack.tracking.association",
+    **{n: "cmasktrack.tracking.video" for n in ("VideoTracker", "reference_indices", "track_frames")},
+    **{n: "cmasktrack.tracking.dataset" for n in ("track_dataset", "run_dataset", "DatasetReport")},
+    **{n: "cmasktrack.tracking.shards" for n in ("DatasetTrackingError", "VideoFailure", "merge_parts")},
+}
+
+__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset",
+           "run_dataset", "DatasetReport", "DatasetTrackingError", "VideoFailure", "merge_parts"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cmasktrack.tracking' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -33,7 +33,7 @@ from ..model_config import CMaskTrackConfig
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TRAIN_CONFIG_NAME, TrainConfig
 from .dataset import GroupedBatchSampler, VISTrainDataset, collate_train
-from .distributed import DistContext, any_process, reduce_mean, resolve_device, setup_distributed
+from ..distributed import DistContext, any_process, reduce_mean, resolve_device, setup_distributed
 from .forward import TrainingModule
 from .logger import LOG_NAME, TrainLogger, format_duration
 from .optim import WarmupStepLR, build_optimizer, lr_factor
