@@ -11,7 +11,7 @@ import torch
 from .model_config import CMaskTrackConfig
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
 from .video_result import VideoResult
-from .tracking import TrackOptions, VideoTracker, track_frames
+from .tracking import TrackOptions, TrackStream, VideoTracker, track_frames
 from .weights import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -171,3 +171,36 @@ class CMaskTrack(CMaskTrackRCNN):
                                      batch_refs=batch_refs)
         source = read_frames(frames)
         return track_frames(self, source, options=options, progress=progress, total=source.length_hint)
+
+    def track_stream(
+        self,
+        frames: Any,
+        options: Optional[TrackOptions] = None,
+        *,
+        num_refs: Optional[int] = None,
+        causal: Optional[bool] = None,
+        score_threshold: Optional[float] = None,
+        batch_refs: Optional[int] = None,
+        images: bool = False,
+        progress: bool = False,
+    ) -> TrackStream:
+        """Track a live or long source frame by frame: a :class:`~cmasktrack.tracking.TrackStream`
+        that yields each frame's :class:`~cmasktrack.video_result.FrameResult` as soon as it is
+        ready, with its ``timestamp`` and ``source_index``, keeping nothing (flat memory).
+
+        >>> src = read_frames("rtsp://camera/stream", fps=5)                    # doctest: +SKIP
+        >>> for res in model.track_stream(src, causal=True):                     # doctest: +SKIP
+        ...     print(res.index, res.timestamp, res.track_ids)
+
+        ``frames``: anything :meth:`track_video` takes, a network stream (``rtsp://``,
+        ``http(s)://``), a camera (``/dev/video0``), or a
+        :class:`~cmasktrack.data.frames.FrameSource` (sampling with ``stride`` / ``fps`` /
+        ``start`` / ``max_frames``, raw frames on a pipe, FFmpeg formats). ``causal=True`` is
+        the mode for live sources: each result is ready when its frame arrives. ``options``
+        and the keyword arguments as in :meth:`track_video`; ``images=True`` yields
+        ``(result, image)`` pairs (for drawing). Stop it cleanly with ``stream.stop()`` or
+        ``with stream.stop_on_signals(): ...`` (Ctrl-C then ends the iteration normally).
+        """
+        options = TrackOptions.build(options, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                                     batch_refs=batch_refs)
+        return TrackStream(self, frames, options, images=images, progress=progress)

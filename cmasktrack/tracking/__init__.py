@@ -5,12 +5,16 @@
 * :mod:`.video` — :class:`VideoTracker`, the per-frame pipeline over a stream of frames
   (sliding window of features, references, heads, association, mask paste), and
   :func:`track_frames`;
+* :mod:`.stream` — :class:`TrackStream`, per-frame results of a live or long source as they
+  become ready (``model.track_stream``);
 * :mod:`.dataset` — :func:`track_dataset`, every video of a benchmark json, resumable.
 """
 
 from .association import TrackMemory
 from .dataset import track_dataset
 from .options import TrackOptions
+from .stream import TrackStream
 from .video import VideoTracker, reference_indices, track_frames
 
-__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]
+__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset",
+           "TrackStream"]
