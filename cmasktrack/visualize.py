@@ -523,7 +523,11 @@ class OverlayWriter:
                     self._tmp, self.fps, codec, crf)
         except OSError as exc:
             self._remove_tmp()
-            raise OSError(exc.errno, f"cannot write the overlay {out}: {exc.strerror or exc}") from None
+            reason = exc.strerror or str(exc)
+            blocker = next((p for p in (out, *out.parents) if p.exists()), None)
+            if blocker is not None and not blocker.is_dir() and blocker != out:
+                reason = f"{blocker} is a file, not a folder"
+            raise OSError(exc.errno, f"cannot write the overlay {out}: {reason}") from None
         except BaseException:
             self._remove_tmp()
             raise
