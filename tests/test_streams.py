@@ -156,7 +156,7 @@ def test_not_a_video_fails_at_once_in_one_line(tmp_path):
 
 
 def test_latest_frame_reader_drops_old_frames_for_a_slow_consumer():
-    from cmasktrack.data.frames import _Item
+    from cmasktrack.data.frame_types import SourceItem as _Item
     from cmasktrack.data.streams import LatestFrameReader
 
     produced = []

@@ -48,10 +48,13 @@ import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from . import streams as _streams
+from .frame_types import Frame, FrameError, SourceItem, TimedFrame
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -81,18 +84,6 @@ _PIP_VIDEO = "pip install cmasktrack[video]"
 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameLike = Union[PathLike, np.ndarray, torch.Tensor, "Frame", Any]
-
-
-class FrameError(ValueError):
-    """A frame that cannot be used: unreadable, corrupt, of the wrong type or size."""
-
-
-class Frame(NamedTuple):
-    """One video frame: ``name`` (file name, or a zero-padded index) and ``image``, an
-    (H, W, 3) uint8 RGB array."""
-
-    name: str
-    image: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,37 +286,15 @@ def read_image(
 
 
 # ----------------------------------------------------------------------------------------------
-# Frames as they are read: position, name, timestamp, decoder
+# Animated GIFs
 # ----------------------------------------------------------------------------------------------
-
-
-class _Item(NamedTuple):
-    """A frame of a source before decoding: ``load()`` decodes it (sampling skips frames
-    without decoding them)."""
-
-    index: int
-    name: str
-    timestamp: Optional[float]
-    load: Callable[[], np.ndarray]
-
-
-class TimedFrame(NamedTuple):
-    """A frame with where it was in its source: ``index``, its position in the source (before
-    sampling), and ``timestamp``, seconds from the source's start (a video's presentation time,
-    a GIF's accumulated durations, a raw pipe's arrival time; ``None`` for frames without time:
-    folders, lists, arrays)."""
-
-    name: str
-    image: np.ndarray
-    index: int
-    timestamp: Optional[float]
 
 
 def _constant(image: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: image
 
 
-def _iter_gif(path: Path) -> Iterator[_Item]:
+def _iter_gif(path: Path) -> Iterator[SourceItem]:
     from PIL import Image, ImageSequence
 
     t = 0.0
@@ -333,7 +302,7 @@ def _iter_gif(path: Path) -> Iterator[_Item]:
         with Image.open(path) as img:
             for index, frame in enumerate(ImageSequence.Iterator(img)):
                 image = _pil_to_rgb(frame.convert("RGB"), f"{path} frame {index}")
-                yield _Item(index, f"{index:06d}", t, _constant(image))
+                yield SourceItem(index, f"{index:06d}", t, _constant(image))
                 t += _gif_duration(frame.info) / 1000.0
     except FrameError:
         raise
@@ -496,7 +465,7 @@ class FrameSource:
         self._timestamps = False
         self._pending: Any = None  # a container opened to check the source, used by the first read
         self._reader: Any = None
-        self._factory: Callable[[], Iterator[_Item]]
+        self._factory: Callable[[], Iterator[SourceItem]]
         self.kind: str
         self.live = False
         self.realtime = False
@@ -523,8 +492,8 @@ class FrameSource:
             text = os.fspath(source)
             if text == "-":
                 self._setup_pipe(None, "standard input")
-            elif self._format is not None or _streams().is_url(text) or (
-                isinstance(source, str) and text.startswith("/dev/") and _streams().is_device(text)
+            elif self._format is not None or _streams.is_url(text) or (
+                isinstance(source, str) and text.startswith("/dev/") and _streams.is_device(text)
             ):
                 self._setup_av(text)
             else:
@@ -562,14 +531,14 @@ class FrameSource:
             self._length = len(files)
             self.names = [f.name for f in files]
             self._factory = lambda: (
-                _Item(i, f.name, None, (lambda f=f: self._decode(f))) for i, f in enumerate(files)
+                SourceItem(i, f.name, None, (lambda f=f: self._decode(f))) for i, f in enumerate(files)
             )
             return
         ext = path.suffix.lower()
         if ext in IMAGE_EXTENSIONS:
             self.kind = "image"
             self._length = 1
-            self._factory = lambda: iter([_Item(0, path.name, None, lambda: self._decode(path))])
+            self._factory = lambda: iter([SourceItem(0, path.name, None, lambda: self._decode(path))])
         elif ext in _GIF_EXTENSIONS:
             self.kind = "gif"
             from PIL import Image
@@ -583,11 +552,10 @@ class FrameSource:
             self._timestamps = True
             self._factory = lambda: _iter_gif(path)
         elif ext in VIDEO_EXTENSIONS:
-            streams = _streams()
             self.kind = "video"
-            info = streams.probe_video_file(str(path))  # fails here, with one line, on a non-video
+            info = _streams.probe_video_file(str(path))  # fails here, with one line, on a non-video
             self._length_hint, self.fps, self._timestamps = info.frames, info.fps, True
-            self._factory = lambda: streams.iter_av(streams.open_av(str(path), str(path), file=True), str(path))
+            self._factory = lambda: _streams.iter_av(_streams.open_av(str(path), str(path), file=True), str(path))
         else:
             images = ", ".join(IMAGE_EXTENSIONS)
             videos = ", ".join(VIDEO_EXTENSIONS + _GIF_EXTENSIONS)
@@ -599,14 +567,13 @@ class FrameSource:
     def _setup_av(self, target: str) -> None:
         """A network stream, a camera or an FFmpeg input: opened now (so that an unreachable
         stream fails at once), read once."""
-        streams = _streams()
-        device = target.startswith("/dev/") and streams.is_device(target)
+        device = target.startswith("/dev/") and _streams.is_device(target)
         fmt = self._format
         if device and fmt is None:
             fmt = "v4l2"
-        self.kind = "url" if streams.is_url(target) else "device" if device else "av"
-        container = streams.open_av(target, target, format=fmt, options=self._av_options)
-        info = streams.stream_info(container, regular_file=os.path.isfile(target))
+        self.kind = "url" if _streams.is_url(target) else "device" if device else "av"
+        container = _streams.open_av(target, target, format=fmt, options=self._av_options)
+        info = _streams.stream_info(container, regular_file=os.path.isfile(target))
         self.fps, self._length_hint, self._timestamps = info.fps, info.frames, True
         self.live = info.live or device
         self.realtime = device or (self.kind == "url" and info.live)
@@ -614,28 +581,27 @@ class FrameSource:
         self._one_shot = self.live
         label = target
 
-        def factory() -> Iterator[_Item]:
+        def factory() -> Iterator[SourceItem]:
             opened, self._pending = self._pending, None
             if opened is None:
-                opened = streams.open_av(target, label, format=fmt, options=self._av_options)
-            return streams.iter_av(opened, label, threads=not self.live)
+                opened = _streams.open_av(target, label, format=fmt, options=self._av_options)
+            return _streams.iter_av(opened, label, threads=not self.live)
 
         self._factory = factory
 
     def _setup_pipe(self, stream: Any, label: str) -> None:
         """Raw RGB frames of ``size`` on a pipe, or (with ``format``) a container PyAV reads
         from it."""
-        streams = _streams()
         self.live = True
         self._one_shot = True
         self._timestamps = True
         if self._format is not None:
             self.kind = "av"
             self._raw_size = None
-            fileobj = stream if stream is not None else streams.stdin_binary()
-            container = streams.open_av(fileobj, label, format=self._format, options=self._av_options)
-            self.fps = streams.stream_info(container).fps
-            self._factory = lambda: streams.iter_av(container, label, threads=False)
+            fileobj = stream if stream is not None else _streams.stdin_binary()
+            container = _streams.open_av(fileobj, label, format=self._format, options=self._av_options)
+            self.fps = _streams.stream_info(container).fps
+            self._factory = lambda: _streams.iter_av(container, label, threads=False)
             return
         if self._raw_size is None:
             raise ValueError(
@@ -644,8 +610,8 @@ class FrameSource:
             )
         self.kind = "raw"
         w, h = self._raw_size
-        self._factory = lambda: streams.iter_raw(
-            stream if stream is not None else streams.stdin_binary(), w, h, label
+        self._factory = lambda: _streams.iter_raw(
+            stream if stream is not None else _streams.stdin_binary(), w, h, label
         )
 
     def _setup_array(self, array: Union[np.ndarray, torch.Tensor]) -> None:
@@ -659,7 +625,7 @@ class FrameSource:
         self.kind = "array"
         self._length = int(array.shape[0])
         self._factory = lambda: (
-            _Item(i, f"{i:06d}", None, (lambda i=i: to_rgb_uint8(array[i], f"frame {i}")))
+            SourceItem(i, f"{i:06d}", None, (lambda i=i: to_rgb_uint8(array[i], f"frame {i}")))
             for i in range(int(array.shape[0]))
         )
 
@@ -668,26 +634,26 @@ class FrameSource:
     def _decode(self, path: Path) -> np.ndarray:
         return read_image(path, decoder=self.decoder, exif_orientation=self.exif_orientation)
 
-    def _list_item(self, index: int, item: Any) -> _Item:
+    def _list_item(self, index: int, item: Any) -> SourceItem:
         if isinstance(item, Frame):
-            return _Item(index, str(item.name), None,
+            return SourceItem(index, str(item.name), None,
                          lambda: to_rgb_uint8(item.image, f"frame {index} ({item.name!r})"))
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if not path.is_file():
                 raise FileNotFoundError(2, f"frame {index}: no such image file", str(path))
-            return _Item(index, path.name, None, lambda: self._decode(path))
+            return SourceItem(index, path.name, None, lambda: self._decode(path))
         if isinstance(item, (np.ndarray, torch.Tensor)):
-            return _Item(index, f"{index:06d}", None, lambda: to_rgb_uint8(item, f"frame {index}"))
+            return SourceItem(index, f"{index:06d}", None, lambda: to_rgb_uint8(item, f"frame {index}"))
         if type(item).__module__.startswith("PIL.") and hasattr(item, "mode"):
-            return _Item(index, f"{index:06d}", None, lambda: _pil_to_rgb(item, f"frame {index}"))
+            return SourceItem(index, f"{index:06d}", None, lambda: _pil_to_rgb(item, f"frame {index}"))
         raise FrameError(
             f"frame {index}: expected an image path or an (H, W, 3) uint8 array, got {type(item).__name__}"
         )
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def _sampled(self, items: Iterator[_Item]) -> Iterator[_Item]:
+    def _sampled(self, items: Iterator[SourceItem]) -> Iterator[SourceItem]:
         """``start`` / ``start_time``, then ``stride`` or ``fps`` (by timestamp)."""
         position = 0
         first_time: Optional[float] = None
@@ -730,10 +696,10 @@ class FrameSource:
                     f"that has already been consumed; create a new one to read the frames again"
                 )
             self._consumed = True
-        items: Iterator[_Item] = self._sampled(self._factory())
+        items: Iterator[SourceItem] = self._sampled(self._factory())
         reader = None
         if self.realtime:
-            reader = self._reader = _streams().LatestFrameReader(items)
+            reader = self._reader = _streams.LatestFrameReader(items)
             items = iter(reader)
         expected: Optional[Tuple[int, int]] = None
         first_name = ""
@@ -832,12 +798,6 @@ class FrameSource:
     def __repr__(self) -> str:
         n = self.length if self.length is not None else "?"
         return f"FrameSource(kind={self.kind!r}, frames={n})"
-
-
-def _streams():
-    from . import streams
-
-    return streams
 
 
 def read_frames(source: Any, **kwargs: Any) -> FrameSource:

@@ -3,9 +3,9 @@ such as ``lavfi``) and raw RGB frames on a pipe; and a reader that keeps only th
 when the consumer falls behind a real-time source.
 
 :class:`~cmasktrack.data.frames.FrameSource` uses these; the functions here yield the
-internal ``_Item`` records of :mod:`cmasktrack.data.frames` (a frame's position in the source,
-its name, its timestamp and a function that decodes it), so that frames a sampling step skips
-are never converted.
+internal :class:`~cmasktrack.data.frame_types.SourceItem` records (a frame's position in the
+source, its name, its timestamp and a function that decodes it), so that frames a sampling step
+skips are never converted.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Deque, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .frames import FrameError, _Item
+from .frame_types import FrameError, SourceItem
 
 __all__ = [
     "is_url",
@@ -160,7 +160,7 @@ def _converter(frame: Any):
     return load
 
 
-def iter_av(container: Any, label: str, *, threads: bool = True) -> Iterator[_Item]:
+def iter_av(container: Any, label: str, *, threads: bool = True) -> Iterator[SourceItem]:
     """The frames of an open container's first video stream, with their presentation times in
     seconds (``None`` where the stream has none); the container is closed at the end.
 
@@ -175,7 +175,7 @@ def iter_av(container: Any, label: str, *, threads: bool = True) -> Iterator[_It
             stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):
-                yield _Item(index, f"{index:06d}", frame.time, _converter(frame))
+                yield SourceItem(index, f"{index:06d}", frame.time, _converter(frame))
                 index += 1
         except av.error.FFmpegError as exc:
             if index == 0:
@@ -188,7 +188,7 @@ def iter_av(container: Any, label: str, *, threads: bool = True) -> Iterator[_It
         raise FrameError(f"{label} has no decodable frames")
 
 
-def iter_raw(stream: BinaryIO, width: int, height: int, label: str) -> Iterator[_Item]:
+def iter_raw(stream: BinaryIO, width: int, height: int, label: str) -> Iterator[SourceItem]:
     """Raw RGB24 frames of ``width`` x ``height`` read one after the other from a binary stream
     (e.g. ``ffmpeg -i ... -f rawvideo -pix_fmt rgb24 -``). Timestamps are arrival times in
     seconds since the first frame. A stream that ends inside a frame warns (the partial frame
@@ -221,7 +221,7 @@ def iter_raw(stream: BinaryIO, width: int, height: int, label: str) -> Iterator[
         if t0 is None:
             t0 = now
         image = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
-        yield _Item(index, f"{index:06d}", now - t0, (lambda img=image: img))
+        yield SourceItem(index, f"{index:06d}", now - t0, (lambda img=image: img))
         index += 1
     if index == 0:
         raise FrameError(f"{label} ended before its first frame")
@@ -242,12 +242,12 @@ class LatestFrameReader:
     interruptible waits); an error of the source is raised there.
     """
 
-    def __init__(self, items: Iterator[_Item], capacity: int = 1):
+    def __init__(self, items: Iterator[SourceItem], capacity: int = 1):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._items = items
         self._capacity = capacity
-        self._buffer: Deque[_Item] = deque()
+        self._buffer: Deque[SourceItem] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._done = False
@@ -283,7 +283,7 @@ class LatestFrameReader:
                 self._done = True
                 self._cond.notify_all()
 
-    def __iter__(self) -> Iterator[_Item]:
+    def __iter__(self) -> Iterator[SourceItem]:
         try:
             while True:
                 with self._cond:
