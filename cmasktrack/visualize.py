@@ -665,14 +665,10 @@ def render_video(
     """
     from .data.frames import read_frames
 
-    _output_kind(path)
-    if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    _output_kind(path)  # a bad suffix first: before reading any frame
     n = result.num_frames
     if n == 0:
         raise ValueError("the result has no frames: nothing to render")
-    if _output_kind(path)[0] == "mp4":
-        _import_av()
     source = read_frames(frames)
     if source.length is not None and source.length != n:
         raise ValueError(

@@ -21,6 +21,7 @@ from PIL import Image
 from cmasktrack.cli import TRAIN_PRESETS, main
 
 from test_cli_eval import write_case
+from test_streams import _write_lossless
 
 REPO = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"frame", "source_frame", "name", "timestamp", "tracks"}
@@ -209,23 +210,10 @@ def test_pipe_to_the_end_jsonl_and_json(model_dir, frames, tmp_path, monkeypatch
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_video(path: Path, frames, rate: int) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("ffv1", rate=rate)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "bgr0"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def test_video_sampling_and_overlay_rate(model_dir, frames, tmp_path, capsys):
     av = pytest.importorskip("av")
     clip = tmp_path / "clip30.mkv"
-    _write_video(clip, [frames[i % 4] for i in range(7)], rate=30)
+    _write_lossless(clip, np.stack([frames[i % 4] for i in range(7)]), rate=30)
     assert main(["track", str(clip), "--stride", "3", "--model", model_dir, "--out", str(tmp_path / "r.json"),
                  "--vis", str(tmp_path / "o.mp4"), "--device", "cpu", "--quiet", "--num-refs", "1"]) == 0
     entries = json.loads((tmp_path / "r.json").read_text())
@@ -282,8 +270,9 @@ def test_missing_local_model_is_no_such_file_at_once(folder, tmp_path, capsys, m
         raise AssertionError("the hub must not be asked for a local path")
 
     monkeypatch.setattr(m, "download_from_hub", no_hub)
-    assert main(["track", folder, "--out", str(tmp_path / "r.json"), "--model", model, "--device", "cpu"]) == 2
+    assert main(["track", folder, "--out", str(tmp_path / "r.jsonl"), "--model", model, "--device", "cpu"]) == 2
     assert _one_error_line(capsys) == f"no such file or directory: {model}"
+    assert not (tmp_path / "r.jsonl").exists()  # nothing is left behind
 
 
 def test_unknown_hub_name_offline_says_the_cache(folder, tmp_path, capsys, monkeypatch):
