@@ -366,6 +366,9 @@ def _track_input(args: argparse.Namespace) -> int:
     except BaseException:
         if overlay is not None:
             overlay.close()  # what was drawn stays, a properly closed file
+        if results_file is not None and results_file.tell() == 0:
+            results_file.close()
+            os.remove(args.out)  # failed before the first frame: leave nothing behind
         raise
     finally:
         if results_file is not None:
