@@ -351,10 +351,12 @@ def _track_input(args: argparse.Namespace) -> int:
         stream = model.track_stream(source, options, images=overlay is not None, progress=not args.quiet)
         names = stream.category_names
         done = []
+        track_ids = set()
         t0 = time.perf_counter()
         with stream.stop_on_signals():
             for item in stream:
                 res, image = item if overlay is not None else (item, None)
+                track_ids.update(int(t) for t in res.track_ids)
                 if results_file is not None:
                     results_file.write(json.dumps(res.to_json(names)) + "\n")
                     results_file.flush()
@@ -383,9 +385,7 @@ def _track_input(args: argparse.Namespace) -> int:
             json.dump(entries, f)
         os.replace(tmp, args.out)
     n = stream.frames_done
-    tracks = len({int(t) for r in done for t in r.track_ids}) if done else None
-    print(f"{n} frames" + (f", {tracks} tracks" if tracks is not None else "")
-          + f", {seconds / max(n, 1):.2f} s/frame -> {args.out}"
+    print(f"{n} frames, {len(track_ids)} tracks, {seconds / max(n, 1):.2f} s/frame -> {args.out}"
           + (f" ({stream.dropped} frames dropped to keep up with the source)" if stream.dropped else ""))
     if overlay is not None:
         path = overlay.close()
