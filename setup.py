@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CUDA_ARCH_LIST = "8.0+PTX"
@@ -257,8 +257,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["cmasktrack", "cmasktrack.*"]),
-    package_data={"cmasktrack": ["assets/*", "assets/*/*"]},
+    # namespace packages too, so that the data folder cmasktrack/assets/demo_model is a declared
+    # package (setuptools warns "Package would be ignored" otherwise)
+    packages=find_namespace_packages(include=["cmasktrack", "cmasktrack.*"], exclude=["*.__pycache__"]),
+    package_data={"cmasktrack.assets.demo_model": ["config.json", "model.safetensors"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4",

@@ -29,6 +29,7 @@ _LAZY = {
     "FrameResult": ("cmasktrack.video_result", "FrameResult"),
     "VideoTracker": ("cmasktrack.tracking", "VideoTracker"),
     "TrackOptions": ("cmasktrack.tracking", "TrackOptions"),
+    "TrackStream": ("cmasktrack.tracking", "TrackStream"),
     "read_frames": ("cmasktrack.data.frames", "read_frames"),
     "evaluate_vis": ("cmasktrack.evaluation", "evaluate_vis"),
     "evaluate_tracking": ("cmasktrack.evaluation", "evaluate_tracking"),

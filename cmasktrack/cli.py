@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import warnings
+from contextlib import contextmanager
 from typing import Callable, List, Optional, Sequence
 
 from . import __version__
@@ -138,6 +139,43 @@ def _run_eval(args: argparse.Namespace) -> int:
 # track
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _start_value(text: str):
+    """``--start``: a frame index (``120``) or seconds (``12.5s``)."""
+    raw = text.strip().lower()
+    try:
+        if raw.endswith("s"):
+            seconds = float(raw[:-1])
+            if not seconds >= 0:
+                raise ValueError
+            return ("time", seconds)
+        frame = int(raw)
+        if frame < 0:
+            raise ValueError
+        return ("frame", frame)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a frame number (120) or seconds (12.5s), got {text!r}") from None
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="SOURCE",
                         help="model directory, Hugging Face hub id or official .pth checkpoint "
@@ -145,7 +183,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--num-refs", type=int, default=None,
                         help="reference frames before (and after) each frame; 0 = no calibration (default: the model's)")
-    parser.add_argument("--causal", action="store_true", help="use past frames only as references (live streams)")
+    parser.add_argument("--causal", action="store_true",
+                        help="use past frames only as references: each result is ready when its frame arrives (the "
+                             "mode for live sources, chosen automatically for them)")
     parser.add_argument("--score-threshold", type=float, default=None, help="detection score threshold (default 0.05)")
     parser.add_argument("--batch-refs", type=int, default=None, help="calibrate at most this many references at once")
 
@@ -155,15 +195,40 @@ def _add_track_parser(subparsers: "argparse._SubParsersAction") -> None:
         subparsers, "track",
         help="segment and track the objects of a video (or of every video of a dataset)",
         description=(
-            "Track one video (INPUT: a folder of frames or a video file) and write its OVIS / YouTube-VIS "
-            "results json, optionally an overlay (--vis); or, with --dataset, every video of an annotation "
-            "file, writing the results json and the zip the evaluation server takes (resumable)."
+            "Track one video (INPUT: a folder of frames, a video file, a stream, a camera or a pipe) frame by "
+            "frame, writing its results (*.jsonl as frames finish, or the OVIS / YouTube-VIS results json) and "
+            "optionally an overlay (--vis); Ctrl-C stops cleanly with what was done written. Or, with --dataset, "
+            "every video of an annotation file, writing the results json and the zip the evaluation server "
+            "takes (resumable)."
         ),
     )
-    parser.add_argument("input", nargs="?", help="a folder of frames or a video file")
-    parser.add_argument("--out", required=True, metavar="RESULTS_JSON", help="where to write the results json")
-    parser.add_argument("--vis", default=None, metavar="PATH", help="overlay output: out.gif, out.mp4 or a directory")
+    parser.add_argument("input", nargs="?",
+                        help="a folder of frames, a video file, a stream URL (rtsp://, http(s)://, ...), a camera "
+                             "(/dev/video0), or - (raw RGB frames on stdin, with --size WxH)")
+    parser.add_argument("--out", required=True, metavar="RESULTS",
+                        help="results: *.jsonl (one JSON line per frame, written as each frame finishes: usable "
+                             "while a stream runs) or *.json (the benchmark's results json, written at the end)")
+    parser.add_argument("--vis", default=None, metavar="PATH", help="overlay output: out.gif, out.mp4 or a directory "
+                        "(checked before tracking starts)")
+    parser.add_argument("--vis-fps", type=_positive_float, default=None, metavar="F",
+                        help="frame rate of the overlay (default: the source's, divided by --stride; 10 for frame "
+                             "folders)")
     parser.add_argument("--video-id", type=int, default=1, help="video_id written in the results (single video)")
+    sampling = parser.add_argument_group("frame sampling and live input (single INPUT)")
+    sampling.add_argument("--stride", type=_positive_int, default=None, metavar="K", help="track every K-th frame")
+    sampling.add_argument("--fps", type=_positive_float, default=None, metavar="F",
+                          help="track F frames per second of the source (by timestamp; OVIS is annotated at 5 fps: "
+                               "a 30 fps video with --fps 5 runs 6x faster)")
+    sampling.add_argument("--start", type=_start_value, default=None, metavar="N|Ts",
+                          help="start at frame N, or at T seconds (e.g. 12.5s)")
+    sampling.add_argument("--max-frames", type=_positive_int, default=None, metavar="M",
+                          help="stop after M tracked frames")
+    sampling.add_argument("--size", default=None, metavar="WxH", help="size of the raw RGB24 frames read from stdin (-)")
+    sampling.add_argument("--format", default=None, metavar="FMT",
+                          help="FFmpeg input format (v4l2, avfoundation, dshow, lavfi, mpegts, ...; default: guessed)")
+    sampling.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                          help="drop the frames that arrive while the model is busy, so results keep up with a live "
+                               "source (default: on for cameras and network streams without an end)")
     parser.add_argument("--dataset", default=None, metavar="ANNOTATIONS_JSON",
                         help="track every video of this OVIS / YouTube-VIS annotation file")
     parser.add_argument("--image-root", default=None, metavar="DIR", help="frames directory of --dataset")
@@ -201,8 +266,8 @@ def _load_model(args: argparse.Namespace):
     import os
 
     if args.model is None and not os.path.isdir(DEMO_MODEL):
-        raise FileNotFoundError(f"no --model given and this installation has no demo model ({DEMO_MODEL}); "
-                                "pass --model DIR|HUB_ID|official.pth")
+        raise ValueError(f"no --model given and this installation has no demo model ({DEMO_MODEL}); "
+                         "pass --model DIR|HUB_ID|official.pth")
     return CMaskTrack.from_pretrained(args.model or DEMO_MODEL, device=args.device)
 
 
@@ -214,34 +279,134 @@ def _track_options(args: argparse.Namespace):
                               batch_refs=args.batch_refs)
 
 
+_SINGLE_INPUT_OPTIONS = ("stride", "fps", "start", "max_frames", "size", "format", "realtime", "vis_fps")
+
+
 def _run_track(args: argparse.Namespace) -> int:
     import os
     import time
 
+    if args.dataset is not None and any(getattr(args, k) is not None for k in _SINGLE_INPUT_OPTIONS):
+        used = [k for k in _SINGLE_INPUT_OPTIONS if getattr(args, k) is not None]
+        raise ValueError(f"--{used[0].replace('_', '-')} works on a single INPUT, not with --dataset")
     if args.dataset is not None:
         return _run_track_dataset(args)
     if args.shard is not None or args.skip_bad_frames or args.resume or args.threads is not None:
         raise ValueError("--shard, --resume, --skip-bad-frames and --threads work with --dataset")
     if args.input is None:
-        raise ValueError("give INPUT (a folder of frames or a video file) or --dataset")
-    if not os.path.exists(args.input):
-        raise FileNotFoundError(2, "No such file or directory", args.input)
-    options = _track_options(args)
-    model = _load_model(args)
-    t0 = time.perf_counter()
-    result = model.track_video(args.input, options, progress=not args.quiet)
-    seconds = time.perf_counter() - t0
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result.to_ytvis(video_id=args.video_id), f)
-    print(f"{result.num_frames} frames, {len(result.tracks)} tracks, "
-          f"{seconds / max(result.num_frames, 1):.2f} s/frame -> {args.out}")
-    if args.vis is not None:
-        from .visualize import render_video
+        raise ValueError("give INPUT (a folder of frames, a video file, a stream URL, a camera or -) or --dataset")
+    return _track_input(args)
 
-        path = render_video(result, args.input, args.vis, progress=not args.quiet)
-        print(f"overlay -> {path}")
+
+def _open_input(args: argparse.Namespace):
+    """The :class:`~cmasktrack.data.frames.FrameSource` of INPUT and the sampling options."""
+    from .data.frames import read_frames
+
+    start = args.start or ("frame", 0)
+    return read_frames(
+        args.input, stride=args.stride or 1, fps=args.fps, max_frames=args.max_frames, size=args.size,
+        format=args.format, realtime=args.realtime,
+        start=start[1] if start[0] == "frame" else 0, start_time=start[1] if start[0] == "time" else None,
+    )
+
+
+def _results_writer(path: str):
+    """``(kind, file)``: ``"jsonl"`` with the file open (one line per frame, flushed), or
+    ``"json"`` with None (written at the end); the folder is checked now."""
+    import os
+
+    kind = "jsonl" if path.lower().endswith(".jsonl") else "json"
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if kind == "jsonl":
+            return kind, open(path, "w", encoding="utf-8")
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "Permission denied", folder)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the results {path}: {exc.strerror or exc}") from None
+    return kind, None
+
+
+def _track_input(args: argparse.Namespace) -> int:
+    """``cmasktrack track INPUT``: a file, a folder, a stream, a camera or a pipe, tracked frame by
+    frame (:meth:`CMaskTrack.track_stream`); results and overlay are written as frames finish,
+    and SIGINT / SIGTERM stop cleanly with what was done written."""
+    import os
+    import time
+
+    from .tracking.options import TrackOptions
+
+    options = _track_options(args)
+    source = _open_input(args)
+    if source.live and not options.causal:
+        options = TrackOptions.build(options, causal=True)
+        _note(f"{args.input} is a live source: tracking causally (past references only, --causal), the only "
+              f"mode that gives each frame's result when it arrives")
+    overlay = None
+    kind, results_file = _results_writer(args.out)
+    try:
+        if args.vis is not None:
+            from .visualize import OverlayWriter
+
+            fps = args.vis_fps or source.output_fps or 10.0
+            overlay = OverlayWriter(args.vis, fps=fps, expected_frames=source.length_hint)
+        model = _load_model(args)
+        if overlay is not None:
+            overlay.category_names = list(model.config.category_names)
+        stream = model.track_stream(source, options, images=overlay is not None, progress=not args.quiet)
+        names = stream.category_names
+        done = []
+        track_ids = set()
+        t0 = time.perf_counter()
+        with stream.stop_on_signals():
+            for item in stream:
+                res, image = item if overlay is not None else (item, None)
+                track_ids.update(int(t) for t in res.track_ids)
+                if results_file is not None:
+                    results_file.write(json.dumps(res.to_json(names)) + "\n")
+                    results_file.flush()
+                else:
+                    done.append(res)
+                if overlay is not None:
+                    overlay.write(image, res)
+        seconds = time.perf_counter() - t0
+    except BaseException:
+        if overlay is not None:
+            overlay.close()  # what was drawn stays, a properly closed file
+        if results_file is not None and results_file.tell() == 0:
+            results_file.close()
+            os.remove(args.out)  # failed before the first frame: leave nothing behind
+        raise
+    finally:
+        if results_file is not None:
+            results_file.close()
+    if kind == "json":
+        from .video_result import VideoResult
+
+        h, w = stream.frame_size or (0, 0)
+        entries = VideoResult(done, h, w, names).to_ytvis(video_id=args.video_id)
+        tmp = f"{args.out}.partial-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, args.out)
+    n = stream.frames_done
+    print(f"{n} frames, {len(track_ids)} tracks, {seconds / max(n, 1):.2f} s/frame -> {args.out}"
+          + (f" ({stream.dropped} frames dropped to keep up with the source)" if stream.dropped else ""))
+    if overlay is not None:
+        path = overlay.close()
+        print(f"overlay -> {path}" if path is not None else "no overlay: no frame was tracked")
+    if stream.stop_signal is not None:
+        import signal
+
+        name = signal.Signals(stream.stop_signal).name
+        print(f"stopped by {name}: the results of the {n} frames tracked are written", file=sys.stderr)
+        return 128 + int(stream.stop_signal)
     return 0
+
+
+def _note(message: str) -> None:
+    print(f"cmasktrack: note: {message}", file=sys.stderr)
 
 
 def _run_track_dataset(args: argparse.Namespace) -> int:
@@ -334,15 +499,41 @@ def _add_convert_parser(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from .model import CMaskTrack
+    from .weights import WEIGHTS_NAME, load_official_state_dict
 
+    found = load_official_state_dict(args.checkpoint)
+    found = {k: v for k, v in found.items() if not k.endswith("num_batches_tracked")}
+    print(f"read {args.checkpoint}: {len(found)} tensors, {sum(v.numel() for v in found.values()) / 1e6:.1f} M "
+          f"values ({', '.join(sorted({str(v.dtype).replace('torch.', '') for v in found.values()}))})")
+    del found
     model = CMaskTrack.from_official_checkpoint(args.checkpoint)
-    model.save_pretrained(args.out_dir, dtype=torch.float16 if args.fp16 else None)
     cfg = model.config
-    print(f"{args.checkpoint} -> {args.out_dir} (ResNet-{cfg.depth}, {cfg.num_categories} categories"
-          f"{', ' + cfg.dataset if cfg.dataset else ''}, calibration {'on' if cfg.calibration else 'off'})")
+    state = model.state_dict()
+    kind = "CMaskTrack R-CNN" if cfg.calibration else "MaskTrack R-CNN"
+    dataset = {"ovis": "OVIS", "ytvis2019": "YouTube-VIS 2019"}.get(cfg.dataset, cfg.dataset or "unknown dataset")
+    names = list(cfg.category_names)
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    print(f"  model:       {kind}, ResNet-{cfg.depth}-FPN")
+    print(f"  classes:     {cfg.num_categories} categories ({dataset}{': ' + shown if names else ''})")
+    print("  calibration: " + (f"yes (temporal feature calibration; {cfg.num_refs} reference frames before and "
+                               "after each frame)" if cfg.calibration else
+                               "no (no calibration weights: runs without calibration, num_refs 0)"))
+    dtype = torch.float16 if args.fp16 else None
+    model.save_pretrained(args.out_dir, dtype=dtype)
+    # check: the written directory loads back and gives the same tensors
+    again = CMaskTrack.from_pretrained(args.out_dir, device="cpu").state_dict()
+    for key, value in state.items():
+        expected = value.to(dtype).to(value.dtype) if dtype is not None and value.is_floating_point() else value
+        if not torch.equal(again[key], expected):
+            raise RuntimeError(f"check failed: {key} differs after writing {args.out_dir}")
+    size = os.path.getsize(os.path.join(args.out_dir, WEIGHTS_NAME)) / 1e6
+    print(f"wrote {args.out_dir} (config.json, {WEIGHTS_NAME} {size:.1f} MB{', fp16' if args.fp16 else ''}); "
+          f"checked: it loads back with all {len(state)} tensors equal")
     return 0
 
 
@@ -350,12 +541,18 @@ def _run_convert(args: argparse.Namespace) -> int:
 # train (also ``python -m cmasktrack.train``, which torchrun needs)
 
 
+#: The names of :data:`cmasktrack.train.PRESETS`, here so that building the parser imports no torch
+#: (a test checks they are the same).
+TRAIN_PRESETS = ("ovis", "cpu_small", "cpu_synthetic")
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--config", metavar="CFG_JSON", help="training configuration json (TrainConfig fields; "
                      "may name a \"preset\" and override some of its fields)")
-    src.add_argument("--preset", default=None, help="a named configuration: ovis (the official recipe, default) "
-                     "or cpu_small")
+    src.add_argument("--preset", default=None, choices=TRAIN_PRESETS,
+                     help="a named configuration: ovis (the official recipe, default), cpu_small (small CPU jobs) "
+                          "or cpu_synthetic (the demo model's recipe: from scratch on the synthetic benchmark)")
     parser.add_argument("--data", required=True, metavar="ANNOTATIONS_JSON",
                         help="training annotations (OVIS / YouTube-VIS format)")
     parser.add_argument("--image-root", required=True, metavar="DIR", help="directory the json's file_names are "
@@ -491,6 +688,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _warnings_as_lines():
+    """Python warnings become ``cmasktrack: warning: ...`` lines on stderr (each message once)."""
+    seen = set()
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"cmasktrack: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -500,15 +716,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        with _warnings_as_lines():
+            return int(args.func(args))
     except KeyboardInterrupt:
-        raise
+        if args.debug:
+            raise
+        print("cmasktrack: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, FileNotFoundError) and exc.filename:
-            message = f"no such file: {exc.filename}"
+            message = f"no such file or directory: {exc.filename}"
+        elif isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+            message = " ".join(exc.strerror.split())  # without "[Errno N]"
         print(f"cmasktrack: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 

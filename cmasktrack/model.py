@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Any, Dict, Optional, Union
@@ -11,7 +12,7 @@ import torch
 from .model_config import CMaskTrackConfig
 from .modeling.cmasktrack_rcnn import CMaskTrackRCNN
 from .video_result import VideoResult
-from .tracking import TrackOptions, VideoTracker, track_frames
+from .tracking import TrackOptions, TrackStream, VideoTracker, track_frames
 from .weights import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -24,7 +25,106 @@ from .weights import (
 )
 
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".pkl", ".bin")
+#: File suffixes that make a model argument a path, never a hub id.
+MODEL_FILE_SUFFIXES = OFFICIAL_SUFFIXES + (".safetensors", ".json", ".pth.tar", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def looks_like_path(source: str) -> bool:
+    """Whether a model argument names a local file or directory rather than a hub id: it starts
+    with ``.``, ``~`` or a path separator, ends in a separator or a model-file suffix
+    (:data:`MODEL_FILE_SUFFIXES`), or is not of the hub's ``name`` / ``owner/name`` form (more
+    than one separator, a backslash, spaces, ...)."""
+    seps = ("/", "\\") + ((os.sep,) if os.sep not in "/\\" else ())
+    return (source.startswith((".", "~") + seps) or source.endswith(seps)
+            or source.lower().endswith(MODEL_FILE_SUFFIXES) or not _HUB_ID.match(source))
+
+
+def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
+    """``device`` as a ``torch.device`` (default: ``cuda`` when a GPU is visible, else ``cpu``),
+    checked: CUDA asked for without a visible GPU, or a GPU index out of range, is a
+    ``RuntimeError`` that names the torch build."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} (cpu, cuda, cuda:1, ...): {exc}") from None
+    if dev.type == "cuda":
+        build = f"torch {torch.__version__.split('+')[0]}, CUDA build {torch.version.cuda or 'none: a CPU-only torch'}"
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"CUDA requested but no GPU is visible ({build})")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise RuntimeError(f"{dev} requested but only {count} GPU{'s are' if count != 1 else ' is'} visible "
+                               f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}; {build})")
+    return dev
+
+
+def _hub_unreachable(timeout: float = 3.0) -> Optional[str]:
+    """Why the hub's endpoint cannot be reached (a quick TCP connection), or None when it can
+    (or a proxy is configured, which a direct connection cannot judge)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.scheme}://{url.netloc} cannot be reached: {exc.strerror or exc}"
+    return None
+
+
+def download_from_hub(repo_id: str, revision: Optional[str] = None) -> str:
+    """Fetch a model directory's files from the Hugging Face hub (or its cache) and return the
+    local path of its ``config.json``. When the hub cannot be reached only the cache is read
+    (no retries); ``HF_HUB_OFFLINE=1`` reads only the cache.
+
+    Raises:
+        OSError: one line saying that ``repo_id`` is not a local path and why the hub did not
+            give it (not in the cache, with the cache's folder; no such model; unreachable).
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    rev = f" (revision {revision})" if revision else ""
+    offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES",
+                                                                                                  "TRUE")
+    unreachable = None if offline else _hub_unreachable()
+    local_only = offline or unreachable is not None
+    not_local = f"{repo_id!r} is not a local file or directory"
+    try:
+        cfg = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, local_files_only=local_only)
+        hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, local_files_only=local_only)
+    except LocalEntryNotFoundError:
+        if offline:
+            why = "HF_HUB_OFFLINE is set, so the hub was not asked"
+        elif unreachable:
+            why = f"the hub was not asked: {unreachable}"
+        else:
+            why = "the hub could not be reached"
+        raise OSError(f"{not_local}, and model {repo_id!r}{rev} is not in the Hugging Face cache "
+                      f"({constants.HF_HUB_CACHE}); {why}") from None
+    except RepositoryNotFoundError:
+        raise OSError(f"{not_local}, nor a model on the Hugging Face hub ({constants.ENDPOINT}/{repo_id} "
+                      "does not exist or is private)") from None
+    except RevisionNotFoundError:
+        raise OSError(f"{not_local}; the hub model has no revision {revision!r}") from None
+    except EntryNotFoundError:
+        raise OSError(f"{not_local}; the hub repository {repo_id!r}{rev} has no {CONFIG_NAME} and "
+                      f"{WEIGHTS_NAME}: it is not a cmasktrack model") from None
+    except Exception as e:  # noqa: BLE001 - HTTP errors, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise OSError(f"{not_local}, and model {repo_id!r}{rev} could not be fetched from the Hugging Face hub: "
+                      f"{type(e).__name__}{': ' + first if first else ''}") from None
+    return cfg
 
 
 class CMaskTrack(CMaskTrackRCNN):
@@ -54,23 +154,30 @@ class CMaskTrack(CMaskTrackRCNN):
         - a Hugging Face hub repo id (``owner/name``), downloaded through ``huggingface_hub`` and
           cached; ``HF_HUB_OFFLINE=1`` reads the cache only. ``revision`` picks a branch/tag/commit.
 
-        ``device`` defaults to CUDA when available. ``config_overrides`` change test-time
+        A ``source`` that looks like a path (:func:`looks_like_path`: it starts with ``.``, ``~``
+        or ``/``, ends in a model-file suffix or ``/``, or is no valid hub id) and does not exist
+        raises ``FileNotFoundError`` at once, without asking the hub. A name that is neither
+        local nor found on the hub (or in its cache, when the hub cannot be reached or
+        ``HF_HUB_OFFLINE=1``) is an ``OSError`` that says both in one line.
+
+        ``device`` defaults to CUDA when available; ``"cuda"`` without a visible GPU is an error
+        that says which torch build this is (:func:`resolve_device`). ``config_overrides`` change test-time
         settings (e.g. ``score_threshold=0.1``, ``num_refs=2``). The model is in eval mode.
         """
         src = os.fspath(source)
-        if os.path.isdir(src):
-            model = cls._from_directory(src, dtype, config_overrides)
-        elif os.path.isfile(src):
-            if src.endswith(".safetensors"):
-                model = cls._from_directory(os.path.dirname(src) or ".", dtype, config_overrides)
+        device = resolve_device(device)  # before any work: "cuda" without a GPU fails here
+        local = os.path.expanduser(src)
+        if os.path.isdir(local):
+            model = cls._from_directory(local, dtype, config_overrides)
+        elif os.path.isfile(local):
+            if local.endswith(".safetensors"):
+                model = cls._from_directory(os.path.dirname(local) or ".", dtype, config_overrides)
             else:
-                model = cls.from_official_checkpoint(src, dtype=dtype, **config_overrides)
-        elif not _HUB_ID.match(src) or src.endswith(OFFICIAL_SUFFIXES + (".safetensors", ".json")):
-            raise FileNotFoundError(f"no such model file or directory: {src}")
+                model = cls.from_official_checkpoint(local, dtype=dtype, **config_overrides)
+        elif looks_like_path(src):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", src)
         else:
             model = cls._from_hub(src, revision, dtype, config_overrides)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         return model.to(device).eval()
 
     @classmethod
@@ -85,17 +192,7 @@ class CMaskTrack(CMaskTrackRCNN):
     @classmethod
     def _from_hub(cls, repo_id: str, revision: Optional[str], dtype: torch.dtype,
                   overrides: Dict[str, Any]) -> "CMaskTrack":
-        from huggingface_hub import hf_hub_download
-
-        try:
-            cfg = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
-            hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
-        except Exception as e:
-            raise OSError(
-                f"could not get model {repo_id!r} (revision {revision or 'main'}) from the Hugging Face hub or its "
-                f"cache: {type(e).__name__}: {e}. Pass a local directory or an official .pth file instead, or set "
-                "HF_HUB_OFFLINE=1 to use only the local cache."
-            ) from None
+        cfg = download_from_hub(repo_id, revision)
         return cls._from_directory(os.path.dirname(cfg), dtype, overrides)
 
     @classmethod
@@ -171,3 +268,36 @@ class CMaskTrack(CMaskTrackRCNN):
                                      batch_refs=batch_refs)
         source = read_frames(frames)
         return track_frames(self, source, options=options, progress=progress, total=source.length_hint)
+
+    def track_stream(
+        self,
+        frames: Any,
+        options: Optional[TrackOptions] = None,
+        *,
+        num_refs: Optional[int] = None,
+        causal: Optional[bool] = None,
+        score_threshold: Optional[float] = None,
+        batch_refs: Optional[int] = None,
+        images: bool = False,
+        progress: bool = False,
+    ) -> TrackStream:
+        """Track a live or long source frame by frame: a :class:`~cmasktrack.tracking.TrackStream`
+        that yields each frame's :class:`~cmasktrack.video_result.FrameResult` as soon as it is
+        ready, with its ``timestamp`` and ``source_index``, keeping nothing (flat memory).
+
+        >>> src = read_frames("rtsp://camera/stream", fps=5)                    # doctest: +SKIP
+        >>> for res in model.track_stream(src, causal=True):                     # doctest: +SKIP
+        ...     print(res.index, res.timestamp, res.track_ids)
+
+        ``frames``: anything :meth:`track_video` takes, a network stream (``rtsp://``,
+        ``http(s)://``), a camera (``/dev/video0``), or a
+        :class:`~cmasktrack.data.frames.FrameSource` (sampling with ``stride`` / ``fps`` /
+        ``start`` / ``max_frames``, raw frames on a pipe, FFmpeg formats). ``causal=True`` is
+        the mode for live sources: each result is ready when its frame arrives. ``options``
+        and the keyword arguments as in :meth:`track_video`; ``images=True`` yields
+        ``(result, image)`` pairs (for drawing). Stop it cleanly with ``stream.stop()`` or
+        ``with stream.stop_on_signals(): ...`` (Ctrl-C then ends the iteration normally).
+        """
+        options = TrackOptions.build(options, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
+                                     batch_refs=batch_refs)
+        return TrackStream(self, frames, options, images=images, progress=progress)

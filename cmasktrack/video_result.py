@@ -16,9 +16,12 @@ __all__ = ["FrameResult", "Track", "VideoResult", "encode_mask", "decode_rle", "
 class FrameResult:
     """Tracked detections of one frame (only those that got a track id).
 
-    ``boxes`` (N, 4) float32 in original pixels, inclusive corners (x1, y1, x2, y2); ``scores``
-    (N,) float32; ``labels`` (N,) 1-based category ids; ``track_ids`` (N,); ``masks`` N COCO RLEs
-    (``counts`` as str).
+    ``index`` is the frame's position in the tracked video (0, 1, ...); ``boxes`` (N, 4)
+    float32 in original pixels, inclusive corners (x1, y1, x2, y2); ``scores`` (N,) float32;
+    ``labels`` (N,) 1-based category ids; ``track_ids`` (N,); ``masks`` N COCO RLEs (``counts``
+    as str). ``timestamp`` (seconds from the source's start) and ``source_index`` (the frame's
+    position in the source before sampling) are filled by :meth:`CMaskTrack.track_stream
+    <cmasktrack.model.CMaskTrack.track_stream>` where the source has them, else None.
     """
 
     index: int
@@ -28,9 +31,42 @@ class FrameResult:
     labels: np.ndarray
     track_ids: np.ndarray
     masks: List[Dict[str, Any]]
+    timestamp: Optional[float] = None
+    source_index: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.track_ids)
+
+    def to_json(self, category_names: Sequence[str] = ()) -> Dict[str, Any]:
+        """This frame as one JSON-able record (a line of ``cmasktrack track --out x.jsonl``)::
+
+            {"frame": 12, "source_frame": 72, "name": "000072", "timestamp": 2.4,
+             "tracks": [{"id": 3, "category_id": 5, "category": "ring", "score": 0.98,
+                         "box": [x1, y1, x2, y2], "segmentation": {"size": [h, w], "counts": "..."}}]}
+
+        ``frame`` is the index in the tracked video (the position in the results json's
+        ``segmentations``), ``source_frame`` the position in the source (differs when sampled),
+        ``timestamp`` seconds from the source's start (None when unknown); ``category_id`` is
+        1-based, ``box`` inclusive corners in pixels, ``segmentation`` a COCO RLE.
+        """
+        tracks = []
+        for i, tid in enumerate(np.asarray(self.track_ids).tolist()):
+            label = int(self.labels[i])
+            tracks.append({
+                "id": int(tid),
+                "category_id": label,
+                "category": category_name(category_names, label),
+                "score": float(self.scores[i]),
+                "box": [float(v) for v in np.asarray(self.boxes[i], dtype=np.float64)[:4]],
+                "segmentation": self.masks[i],
+            })
+        return {
+            "frame": int(self.index),
+            "source_frame": int(self.source_index if self.source_index is not None else self.index),
+            "name": self.name,
+            "timestamp": None if self.timestamp is None else float(self.timestamp),
+            "tracks": tracks,
+        }
 
 
 @dataclass
@@ -131,7 +167,9 @@ class VideoResult:
         With ``official_extras`` (default) each entry also has the two per-frame lists the
         official results writer adds (evaluators ignore them): ``detections``, the box
         ``[x1, y1, x2, y2]`` in original pixels, and ``cats``, the frame's label **0-based**
-        (``category_id - 1`` convention of the official code), both None where absent.
+        (``cats[t] == category_id - 1`` when the frame's label is the track's; the official
+        writer's convention, kept so that files compare with its output), both None where
+        absent. ``category_id`` itself is 1-based, as in the annotations.
         """
         out = []
         for t in self.tracks:

@@ -20,6 +20,7 @@ lists every missing, unexpected and mis-shaped key.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ __all__ = [
     "official_to_cmasktrack_key",
     "torchvision_to_cmasktrack_key",
     "load_official_state_dict",
+    "checkpoint_file_kind",
     "detect_checkpoint_kind",
     "infer_config",
     "FitReport",
@@ -154,15 +156,27 @@ def load_official_state_dict(path: str) -> Dict[str, torch.Tensor]:
     bare state dict as torchvision saves them), read without unpickling objects; a
     ``module.`` prefix (DataParallel) is removed."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    kind = checkpoint_file_kind(path)
+    if kind == "safetensors":
+        raise CheckpointError(f"{path} is a safetensors file, not a PyTorch checkpoint: put it in a model directory "
+                              f"as {WEIGHTS_NAME} next to its {CONFIG_NAME}")
+    if kind not in ("zip", "torch-pickle"):
+        what = {"pickle": "a plain Python pickle", "text": "a text file"}.get(kind, "not a zip archive or a torch pickle")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({what})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, truncated files
-        raise CheckpointError(
-            f"{path} could not be read as a PyTorch checkpoint with weights_only=True ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}). cmasktrack never unpickles arbitrary objects; "
-            "re-save the file's state_dict alone if it holds custom classes."
-        ) from None
+        text = str(e)
+        if "Weights only load failed" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors{f' ({found.group(1)})' if found else ''}; cmasktrack reads "
+                "checkpoints as tensors only and never unpickles objects: save its state_dict alone"
+            ) from None
+        first = text.split(". ")[0].strip().splitlines()[0] if text.strip() else ""
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (damaged or truncated"
+                              f"{': ' + first if first and 'weights_only' not in first else ''})") from None
     if isinstance(obj, Mapping) and "state_dict" in obj:
         sd = obj["state_dict"]
     elif isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -175,6 +189,30 @@ def load_official_state_dict(path: str) -> Dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: state_dict entry {k!r} is a {type(v).__name__}, not a tensor")
         out[k[7:] if k.startswith("module.") else k] = v
     return out
+
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def checkpoint_file_kind(path: str) -> str:
+    """What a file is, from its first bytes: ``"zip"`` (torch.save since PyTorch 1.6),
+    ``"torch-pickle"`` (older torch.save, as the official checkpoints), ``"pickle"`` (another
+    Python pickle), ``"safetensors"``, ``"text"`` or ``"unknown"``."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch-pickle"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unknown"
 
 
 def detect_checkpoint_kind(sd: Mapping[str, torch.Tensor]) -> str:

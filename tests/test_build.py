@@ -65,3 +65,20 @@ def test_sdist_contains_csrc(tmp_path):
         if source.suffix in {".h", ".cpp", ".cu", ".inc"}:
             assert str(source.relative_to(REPO)) in names, source
     assert {"setup.py", "pyproject.toml", "cmasktrack/ops/correlation.py"} <= names
+
+
+def test_demo_model_is_declared_package_data(tmp_path):
+    """`pip install` copies the demo weights without setuptools' "Package would be ignored"
+    warning (the assets folder is a declared package with its data)."""
+    if not (REPO / "setup.py").exists():
+        pytest.skip("setup.py not found (tests run outside the source tree)")
+    env = dict(os.environ, CMASKTRACK_BUILD_EXT="0")
+    result = subprocess.run([sys.executable, "setup.py", "build_py", "--build-lib", str(tmp_path)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-5000:]
+    output = result.stdout + result.stderr
+    assert "would be ignored" not in output and "absent from the `packages` configuration" not in output
+    demo = tmp_path / "cmasktrack" / "assets" / "demo_model"
+    assert sorted(p.name for p in demo.iterdir()) == ["config.json", "model.safetensors"]
+    assert (demo / "model.safetensors").stat().st_size == (REPO / "cmasktrack/assets/demo_model/model.safetensors").stat().st_size
+    assert not list(tmp_path.rglob("__pycache__"))

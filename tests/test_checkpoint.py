@@ -93,13 +93,34 @@ class _Evil:
 def test_arbitrary_objects_are_not_unpickled(tmp_path):
     p = tmp_path / "evil.pth"
     torch.save({"state_dict": official_state_dict(depth=18), "meta": _Evil()}, p)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors") as info:
         load_official_state_dict(str(p))
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError):
-        load_official_state_dict(str(tmp_path / "junk.pth"))
+    assert "weights_only" not in str(info.value)  # never torch's advice to turn the safety off
     with pytest.raises(FileNotFoundError):
         load_official_state_dict(str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"elephant\n" * 20, "a text file"),  # torch.load itself: IndexError / KeyError: 101
+    (b"hello world", "a text file"),
+    (bytes(range(256)) * 4, "not a zip archive or a torch pickle"),
+    (__import__("pickle").dumps({"state_dict": {}}), "a plain Python pickle"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, what):
+    p = tmp_path / "model.pth"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        CMaskTrack.from_pretrained(str(p), device="cpu")
+    assert str(info.value) == f"{p} is not a PyTorch checkpoint ({what})"
+
+
+def test_damaged_checkpoint(tmp_path):
+    p = tmp_path / "cut.pth"
+    torch.save({"state_dict": official_state_dict(depth=18)}, p)
+    p.write_bytes(p.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"is not a readable PyTorch checkpoint \(damaged or truncated") as info:
+        load_official_state_dict(str(p))
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("depth", [18, 34, 101])

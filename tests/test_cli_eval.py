@@ -173,7 +173,7 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys, change, message):
 def test_missing_file_and_debug(tmp_path, capsys):
     gt, pred = write_case(tmp_path, occlusion=False)
     assert main(["eval", "--gt", str(tmp_path / "nope.json"), "--pred", pred]) == 2
-    assert capsys.readouterr().err.strip() == f"cmasktrack: error: no such file: {tmp_path / 'nope.json'}"
+    assert capsys.readouterr().err.strip() == f"cmasktrack: error: no such file or directory: {tmp_path / 'nope.json'}"
     with pytest.raises(FileNotFoundError):
         main(["--debug", "eval", "--gt", str(tmp_path / "nope.json"), "--pred", pred])
 

@@ -78,7 +78,7 @@ def test_track_dataset_resumes_and_is_evaluable(synth, model_dir, tmp_path, caps
 def test_track_errors_are_one_line(tmp_path, capsys):
     assert main(["track", str(tmp_path / "nope"), "--out", str(tmp_path / "o.json"), "--model", "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cmasktrack: error:")
+    assert err == [f"cmasktrack: error: no such file or directory: {tmp_path / 'nope'}"]
     assert main(["track", "--dataset", "a.json", "--out", "o.json"]) == 2
     assert "--image-root" in capsys.readouterr().err
 
@@ -88,7 +88,12 @@ def test_convert(tmp_path, capsys):
     pth = tmp_path / "masktrack.pth"
     torch.save({"state_dict": sd, "meta": {}}, pth)
     assert main(["convert", str(pth), str(tmp_path / "out"), "--fp16"]) == 0
-    assert "ResNet-18" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"read {pth}: {len([k for k in sd if not k.endswith('num_batches_tracked')])} tensors" in out
+    assert "model:       MaskTrack R-CNN, ResNet-18-FPN" in out
+    assert "classes:     40 categories (YouTube-VIS 2019: person, giant_panda, lizard, parrot, ...)" in out
+    assert "calibration: no (no calibration weights" in out
+    assert "checked: it loads back with all" in out
     from safetensors.torch import load_file
 
     w = load_file(str(tmp_path / "out" / "model.safetensors"))

@@ -79,7 +79,7 @@ def test_folder_natural_order_extensions_and_ignored_entries(tmp_path):
 
 
 def test_missing_and_empty_folders(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="No such file or directory"):
         read_frames(tmp_path / "nope")
     with pytest.raises(FrameError, match="no image files"):
         read_frames(tmp_path)

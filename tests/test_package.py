@@ -2,6 +2,7 @@
 paths as deprecated aliases."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,10 @@ def test_readme_layout_matches_the_tree():
     listed = {p for p in _readme_layout() if p.endswith(".py") and not p.endswith("__init__.py")
               or (PACKAGE / p / "__init__.py").is_file()}
     assert sorted(listed - actual) == [] and sorted(actual - listed) == []
+
+
+def test_readme_promises_slow_tests_only_if_there_are_some():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    decorator = re.compile(r"^\s*@pytest\.mark\.slow\b|pytestmark\s*=.*\bslow\b", re.M)
+    marked = any(decorator.search(p.read_text()) for p in (PACKAGE.parent / "tests").glob("test_*.py"))
+    assert marked or "pytest -m slow" not in readme  # `pytest -m slow` with none selected exits with code 5

@@ -10,6 +10,8 @@ from __future__ import annotations
 import colorsys
 import importlib.util
 import sys
+import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -362,3 +364,200 @@ def test_errors(video, tmp_path):
         render_video(empty, frames, tmp_path / "e.gif")
     # nothing half-written is left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.gif"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels: spacing, size, placement
+# ----------------------------------------------------------------------------------------------
+
+
+def _label_image(track_id: int, label: int, score: float, size: int, h: int = 80, w: int = 400):
+    img = np.full((h, w, 3), 128, np.uint8)
+    box = [5, 5, w - 6, h - 6]
+    fr = FrameResult(0, "x", np.array([box], np.float32), np.array([score], np.float32), np.array([label]),
+                     np.array([track_id]), [encode_mask(np.zeros((h, w), bool))])
+    return render_frame(img, fr, ["square", "ring", "star"], draw_masks=False, font_size=size, line_width=1)
+
+
+def _ink_gaps(out: np.ndarray, track_id: int):
+    """Runs of text-free columns inside the label's text: [(start, width)] from the text's first
+    ink column, found from the pixels (the label is the filled rectangle inside the box outline
+    of ``_label_image``)."""
+    colour = np.array(track_color(track_id))
+    interior = out[6:-6, 6:-6]  # inside the box outline
+    label = (interior == colour).all(-1)  # the filled label background
+    rows = np.nonzero(label.any(1))[0]
+    cols = np.nonzero(label.any(0))[0]
+    region = interior[rows.min():rows.max() + 1, cols.min():cols.max() + 1].astype(int)
+    ink = (np.abs(region - colour).sum(-1) > 60).any(0)  # columns where text is drawn
+    xs = np.nonzero(ink)[0]
+    gaps, start = [], None
+    for x in range(xs.min(), xs.max() + 1):
+        if not ink[x] and start is None:
+            start = x
+        if ink[x] and start is not None:
+            gaps.append((start - xs.min(), x - start))
+            start = None
+    return gaps
+
+
+@pytest.mark.parametrize("size", [10, 11, 12, 20])
+@pytest.mark.parametrize("bundled", [False, True])
+def test_label_words_are_spaced_as_words(monkeypatch, size, bundled):
+    """'#3 ring 0.98' reads as three words: the two widest gaps between ink columns are the
+    spaces, wider than any gap inside a word (not '#3 ri ng0.98'). (torchvision's label drawing
+    with Pillow's bundled font, used before, fails this for '#1 square 0.90' at 10-12 px.)"""
+    import cmasktrack.visualize as vis
+
+    if bundled:  # no system font: Pillow's bundled font (used at >= 12 px)
+        monkeypatch.setattr(vis, "_system_font", lambda: None)
+    vis._label_font.cache_clear()
+    try:
+        font = vis._label_font(None, size)
+        for track_id, label, score in ((3, 2, 0.98), (1, 1, 0.90), (2, 3, 0.70)):
+            text = _label_text(track_id, label, score, ["square", "ring", "star"])
+            gaps = _ink_gaps(_label_image(track_id, label, score, size), track_id)
+            assert len(gaps) >= 4, (text, gaps)  # at least the two spaces, the "." and gaps inside words
+            widest = sorted(gaps, key=lambda g: -g[1])[:2]
+            others = [g for g in gaps if g not in widest]
+            assert all(g[1] > o[1] for g in widest for o in others), (text, gaps)
+            # the widest gaps are where the spaces are (word ends measured with the font)
+            words = text.split(" ")
+            for (x, width), k in zip(sorted(widest), (1, 2)):
+                end, begin = font.getlength(" ".join(words[:k])), font.getlength(" ".join(words[:k]) + " ")
+                assert x <= begin + 1 and x + width >= end - 1, (text, x, width, end, begin)  # the gap is the space
+    finally:
+        vis._label_font.cache_clear()
+
+
+def test_font_is_scaled_to_the_frame():
+    from cmasktrack.visualize import _default_font_size
+
+    assert _default_font_size(192, 320) == 11  # the minimum: 3% of 192 is 5.8
+    assert _default_font_size(1080, 1920) == 32  # 3% of 1080
+    heights = {}
+    for h, w in ((192, 320), (1080, 1920)):
+        img = np.full((h, w, 3), 128, np.uint8)
+        fr = FrameResult(0, "x", np.array([[10, 10, w - 10, h - 10]], np.float32), np.array([0.9], np.float32),
+                         np.array([1]), np.array([3]), [encode_mask(np.zeros((h, w), bool))])
+        out = render_frame(img, fr, NAMES, draw_masks=False)
+        count = (out == np.array(track_color(3))).all(-1).sum(1)
+        rows = np.nonzero((count > 20) & (count < w // 2))[0]  # the label's rows, not the box's top and bottom
+        heights[h] = rows.max() - rows.min() + 1
+    assert 12 <= heights[192] <= 22 and 32 <= heights[1080] <= 50
+
+
+def test_labels_stay_in_the_frame_and_do_not_cover_each_other():
+    from cmasktrack.visualize import _label_font
+
+    h, w = 192, 320
+    img = np.full((h, w, 3), 128, np.uint8)
+    # two tracks on the same spot, one at the right edge, one at the bottom edge
+    boxes = [[100, 60, 200, 120], [102, 62, 198, 118], [290, 80, 319, 120], [10, 170, 80, 191]]
+    ids, scores = [3, 4, 12, 5], [0.9, 0.8, 0.7, 0.6]
+    fr = FrameResult(0, "x", np.array(boxes, np.float32), np.array(scores, np.float32), np.array([1, 2, 3, 1]),
+                     np.array(ids), [encode_mask(np.zeros((h, w), bool))] * 4)
+    out = render_frame(img, fr, NAMES, draw_masks=False, line_width=1)
+    font = _label_font(None, 11)
+    for tid, label, score in zip(ids, [1, 2, 3, 1], scores):
+        text = f"#{tid} {NAMES[label - 1]} {score:.2f}"
+        filled = (out == np.array(track_color(tid))).all(-1)
+        label_rows = filled.sum(1) >= font.getlength(text)  # a whole label row of background
+        assert label_rows.any(), text  # each label is fully visible: not cut by the frame nor covered
+
+
+def test_place_labels_property():
+    from cmasktrack.visualize import _overlaps, _place_labels
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(2, 8))
+        x1 = rng.integers(0, 300, n)
+        y1 = rng.integers(0, 180, n)
+        boxes = np.stack([x1, y1, np.minimum(x1 + rng.integers(5, 80, n), 319),
+                          np.minimum(y1 + rng.integers(5, 60, n), 191)], 1)
+        sizes = [(int(rng.integers(30, 120)), 15) for _ in range(n)]
+        corners = _place_labels(boxes, sizes, list(range(n)), 320, 192, inset=1)
+        rects = [(x, y, x + s[0], y + s[1]) for (x, y), s in zip(corners, sizes)]
+        assert all(0 <= r[0] and 0 <= r[1] and r[2] <= 320 and r[3] <= 192 for r in rects)
+        assert not any(_overlaps(a, b) for i, a in enumerate(rects) for b in rects[i + 1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# OverlayWriter: streaming, closing early, size warnings, early validation
+# ----------------------------------------------------------------------------------------------
+
+
+def test_overlay_writer_closes_a_valid_gif_when_interrupted(video, tmp_path):
+    from cmasktrack.visualize import OverlayWriter
+
+    result, frames, masks = video
+    path = tmp_path / "live.gif"
+    with pytest.raises(KeyboardInterrupt):
+        with OverlayWriter(path, fps=4, category_names=NAMES, draw_boxes=False) as writer:
+            for t in range(2):
+                writer.write(frames[t], result.frames[t])
+            raise KeyboardInterrupt  # Ctrl-C mid-stream: what was drawn is kept, the file is complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.gif"]
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2 and gif.info.get("loop") == 0
+        for t in range(2):
+            gif.seek(t)
+            assert gif.info["duration"] == 250
+            _check_mask_colours(np.asarray(gif.convert("RGB")), frames[t], masks[t], 0.5, tol=12)
+    # another error: nothing is left behind
+    with pytest.raises(RuntimeError):
+        with OverlayWriter(tmp_path / "broken.gif") as writer:
+            writer.write(frames[0], result.frames[0])
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.gif"]
+
+
+def test_overlay_writer_mp4_is_closed_properly(video, tmp_path):
+    av = pytest.importorskip("av")
+    from cmasktrack.visualize import OverlayWriter
+
+    result, frames, _ = video
+    writer = OverlayWriter(tmp_path / "o.mp4", fps=7.5)
+    for t in range(3):
+        writer.write(frames[t], result.frames[t])
+    assert writer.close() == tmp_path / "o.mp4"
+    with av.open(str(tmp_path / "o.mp4")) as container:
+        assert container.streams.video[0].average_rate == Fraction(15, 2)
+        assert len(list(container.decode(video=0))) == 3
+
+
+def test_gif_size_warning_suggests_mp4(video, tmp_path):
+    from cmasktrack.visualize import OverlayWriter
+
+    result, frames, _ = video
+    with pytest.warns(UserWarning, match=r"will be about .* MB \(500 frames of 47x33\).*big\.mp4"):
+        writer = OverlayWriter(tmp_path / "big.gif", expected_frames=500, gif_warn_bytes=100_000)
+        writer.write(frames[0], result.frames[0])  # the estimate after the first frame
+    writer.abort()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        writer = OverlayWriter(tmp_path / "live.gif", gif_warn_bytes=5_000)  # length unknown: when it grows
+        for t in range(T):
+            writer.write(frames[t], result.frames[t])
+        writer.close()
+    assert (tmp_path / "live.gif").stat().st_size > 5_000
+    messages = [str(w.message) for w in caught if "GIF overlay" in str(w.message)]
+    assert len(messages) == 1 and "will be over" in messages[0] and "frames so far" in messages[0]
+    # small GIFs stay quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        render_video(result, frames, tmp_path / "small.gif")
+
+
+def test_overlay_writer_validates_before_any_frame(tmp_path):
+    from cmasktrack.visualize import OverlayWriter
+
+    with pytest.raises(ValueError, match=r"'\.avi'.*\.gif or \.mp4"):
+        OverlayWriter(tmp_path / "x.avi")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write the overlay .*file/o\.gif"):
+        OverlayWriter(tmp_path / "file" / "o.gif")
+    with pytest.raises(ValueError, match="fps"):
+        OverlayWriter(tmp_path / "o.gif", fps=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -11,7 +11,13 @@ tuples where ``image`` is an (H, W, 3) uint8 RGB numpy array:
 - a video file (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg .wmv .flv .ts``) through PyAV,
   an optional dependency (``pip install cmasktrack[video]``), or an animated ``.gif``
   (through Pillow);
-- a single image file (a one-frame video).
+- a single image file (a one-frame video);
+- live sources (see :mod:`cmasktrack.data.streams`): a network stream (``rtsp://``,
+  ``http(s)://``, ...), a camera (``/dev/video0``), any FFmpeg input with its ``format``
+  (``lavfi``, ``avfoundation``, ...), raw RGB frames on a pipe (``"-"`` with ``size``).
+
+Sampling belongs to the source: ``start`` / ``start_time`` cut the beginning, ``stride`` or
+``fps`` thin the frames out, ``max_frames`` cuts the end; frames skipped are not decoded.
 
 Decoding parity with the official code, which reads frames with ``cv2.imread(path,
 IMREAD_COLOR)``, was checked against OpenCV 4.5.5 and 5.0.0 (see ``tests/test_frames.py``):
@@ -37,18 +43,24 @@ convert them, because their value range is ambiguous.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from . import streams as _streams
+from .frame_types import Frame, FrameError, SourceItem, TimedFrame
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "Frame",
+    "TimedFrame",
     "FrameError",
     "FrameSource",
     "read_frames",
@@ -57,6 +69,7 @@ __all__ = [
     "list_image_files",
     "natural_sort_key",
     "check_frame_sizes",
+    "parse_size",
 ]
 
 #: Image file extensions read from a folder (compared case-insensitively).
@@ -71,18 +84,6 @@ _PIP_VIDEO = "pip install cmasktrack[video]"
 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameLike = Union[PathLike, np.ndarray, torch.Tensor, "Frame", Any]
-
-
-class FrameError(ValueError):
-    """A frame that cannot be used: unreadable, corrupt, of the wrong type or size."""
-
-
-class Frame(NamedTuple):
-    """One video frame: ``name`` (file name, or a zero-padded index) and ``image``, an
-    (H, W, 3) uint8 RGB array."""
-
-    name: str
-    image: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,75 +286,34 @@ def read_image(
 
 
 # ----------------------------------------------------------------------------------------------
-# Videos
+# Animated GIFs
 # ----------------------------------------------------------------------------------------------
 
 
-def _import_av():
-    try:
-        import av
-    except ImportError as exc:
-        raise ImportError(
-            f"reading video files needs PyAV, an optional dependency: {_PIP_VIDEO} "
-            f"(or pip install av); alternatively extract the frames to a folder"
-        ) from exc
-    return av
+def _constant(image: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: image
 
 
-def _rotate_display(img: np.ndarray, degrees: int) -> np.ndarray:
-    """Apply a display-matrix rotation (counter-clockwise degrees), as OpenCV's VideoCapture
-    does by default."""
-    k = int(round(degrees / 90.0)) % 4
-    return np.ascontiguousarray(np.rot90(img, k)) if k else img
-
-
-def _video_frame_count(path: Path) -> Optional[int]:
-    av = _import_av()
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return None
-            n = int(container.streams.video[0].frames or 0)
-            return n if n > 0 else None
-    except Exception:
-        return None
-
-
-def _iter_video(path: Path) -> Iterator[Frame]:
-    av = _import_av()
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise FrameError(f"cannot open video {path}: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise FrameError(f"video {path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        index = 0
-        try:
-            for frame in container.decode(stream):
-                img = frame.to_ndarray(format="rgb24")
-                rotation = getattr(frame, "rotation", 0) or 0
-                yield Frame(f"{index:06d}", _rotate_display(img, rotation))
-                index += 1
-        except av.error.FFmpegError as exc:  # type: ignore[attr-defined]
-            raise FrameError(f"cannot decode frame {index} of video {path}: {exc}") from exc
-    if index == 0:
-        raise FrameError(f"video {path} has no decodable frames")
-
-
-def _iter_gif(path: Path) -> Iterator[Frame]:
+def _iter_gif(path: Path) -> Iterator[SourceItem]:
     from PIL import Image, ImageSequence
 
+    t = 0.0
     try:
         with Image.open(path) as img:
             for index, frame in enumerate(ImageSequence.Iterator(img)):
-                yield Frame(f"{index:06d}", _pil_to_rgb(frame.convert("RGB"), f"{path} frame {index}"))
+                image = _pil_to_rgb(frame.convert("RGB"), f"{path} frame {index}")
+                yield SourceItem(index, f"{index:06d}", t, _constant(image))
+                t += _gif_duration(frame.info) / 1000.0
     except FrameError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:
         raise FrameError(f"cannot read animated image {path}: {exc}") from exc
+
+
+def _gif_duration(info: dict) -> float:
+    """A GIF frame's duration in ms; 0 or missing counts as 100 ms, as browsers show it."""
+    d = info.get("duration") or 0
+    return float(d) if d > 0 else 100.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -379,21 +339,88 @@ def check_frame_sizes(frames: Iterable[Frame]) -> Iterator[Frame]:
         yield frame
 
 
+def _whole(name: str, value: Any, low: int, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _positive(name: str, value: Any, allow_zero: bool = False) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    return v
+
+
+def parse_size(size: Any) -> Tuple[int, int]:
+    """``(width, height)`` from a ``(w, h)`` pair or a ``"WxH"`` string (e.g. ``"640x480"``)."""
+    if isinstance(size, str):
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+        if not m:
+            raise ValueError(f"a frame size is WIDTHxHEIGHT (e.g. 640x480), got {size!r}")
+        w, h = int(m.group(1)), int(m.group(2))
+    else:
+        try:
+            w, h = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"a frame size is (width, height), got {size!r}") from None
+    if w < 1 or h < 1:
+        raise ValueError(f"a frame size must be at least 1x1, got {w}x{h}")
+    return w, h
+
+
 class FrameSource:
     """An iterable of :class:`Frame` read lazily from any supported source (see the module
     docstring).
 
     ``len()`` works when the number of frames is known without decoding (folders, lists,
-    arrays, GIFs); for generators and videos it raises ``TypeError`` (``length_hint`` gives a
-    video container's frame count when it records one). Sources other than one-shot iterators
-    can be iterated several times.
+    arrays, GIFs); for generators, videos and streams it raises ``TypeError``
+    (``length_hint`` gives a video container's frame count when it records one). Sources other
+    than one-shot iterators and live streams can be iterated several times.
+    :meth:`timed` yields each frame with its position in the source and its timestamp.
 
     Args:
         source: a folder, a video/image file, a list/tuple of paths or arrays, a (T, H, W, C)
-            array or tensor, or any iterable of paths / arrays / :class:`Frame`.
+            array or tensor, any iterable of paths / arrays / :class:`Frame`; a network stream
+            URL (``rtsp://``, ``http(s)://``, ...), a camera (``/dev/video0``), an FFmpeg input
+            with ``format`` (e.g. ``"testsrc2=size=320x240:rate=10"`` with ``format="lavfi"``),
+            or ``"-"`` / a binary file object: raw RGB frames of ``size`` (or, with
+            ``format``, a container PyAV reads from the pipe).
         decoder: image decoder, ``"pillow"`` (default) or ``"opencv"``.
         exif_orientation: apply EXIF orientation tags (default, as OpenCV does).
         check_size: raise :class:`FrameError` when a frame's size differs from the first's.
+        stride: keep every ``stride``-th frame (after ``start``).
+        fps: keep frames at this rate (by timestamp: a 30 fps video with ``fps=5`` keeps every
+            6th frame; a rate above the source's keeps every frame). Needs timestamps (videos,
+            streams, GIFs, raw pipes); not with ``stride``.
+        start: skip the source's first ``start`` frames.
+        start_time: skip the frames before this many seconds (needs timestamps).
+        max_frames: stop after this many frames (after sampling).
+        size: ``(width, height)`` or ``"WxH"`` of raw RGB24 frames on a pipe.
+        format: the FFmpeg input format (``lavfi``, ``v4l2``, ``avfoundation``, ``dshow``,
+            ``mpegts``, ...); default: FFmpeg's guess (``v4l2`` for ``/dev/video*``).
+        options: FFmpeg input options (e.g. ``{"rtsp_transport": "tcp"}``).
+        realtime: read in a background thread and keep only the newest frame, dropping the
+            frames that arrive while the consumer is busy (bounded latency; :attr:`dropped`
+            counts them). Default: on for network streams without a known end and for cameras.
+
+    Attributes:
+        kind: ``folder``, ``image``, ``gif``, ``video``, ``list``, ``array``, ``stream`` (a Python
+            iterable), ``url``, ``device``, ``av`` (an FFmpeg input with ``format``), ``raw``.
+        live: the source has no known end (a stream, a camera, a pipe): only causal tracking
+            gives each frame's result without waiting for later frames.
+        fps: the source's frame rate when it has one (videos, streams, GIFs), else None.
+        output_fps: the rate of the frames this source yields (``fps`` / ``stride``, or the
+            ``fps`` asked for), else None.
+        dropped: frames dropped by ``realtime`` reading so far.
     """
 
     def __init__(
@@ -403,21 +430,58 @@ class FrameSource:
         decoder: str = "pillow",
         exif_orientation: bool = True,
         check_size: bool = True,
+        stride: int = 1,
+        fps: Optional[float] = None,
+        start: int = 0,
+        start_time: Optional[float] = None,
+        max_frames: Optional[int] = None,
+        size: Any = None,
+        format: Optional[str] = None,
+        options: Optional[dict] = None,
+        realtime: Optional[bool] = None,
     ) -> None:
         if decoder not in ("pillow", "opencv"):
             raise ValueError(f"decoder must be 'pillow' or 'opencv', got {decoder!r}")
         self.decoder = decoder
         self.exif_orientation = exif_orientation
         self.check_size = check_size
+        self.stride = _whole("stride", stride, 1)
+        self.sample_fps = _positive("fps", fps)
+        self.start = _whole("start", start, 0)
+        self.start_time = _positive("start_time", start_time, allow_zero=True)
+        self.max_frames = _whole("max_frames", max_frames, 1, allow_none=True)
+        if self.sample_fps is not None and self.stride != 1:
+            raise ValueError("give stride or fps, not both")
+        self._raw_size = parse_size(size) if size is not None else None
+        self._format = format
+        self._av_options = dict(options or {})
+        self._realtime_arg = realtime
         self._length: Optional[int] = None
         self._length_hint: Optional[int] = None
         #: Frame names when known before reading (folders), else ``None``.
         self.names: Optional[List[str]] = None
         self._one_shot = False
         self._consumed = False
-        self._factory: Callable[[], Iterator[Frame]]
+        self._timestamps = False
+        self._pending: Any = None  # a container opened to check the source, used by the first read
+        self._reader: Any = None
+        self._factory: Callable[[], Iterator[SourceItem]]
         self.kind: str
+        self.live = False
+        self.realtime = False
+        self.fps: Optional[float] = None
         self._setup(source)
+        if self._raw_size is not None and self.kind != "raw":
+            raise ValueError("size is for raw frames on a pipe (\"-\" or a binary file object)")
+        if (self.sample_fps is not None or self.start_time is not None) and not self._timestamps:
+            what = "fps" if self.sample_fps is not None else "start_time"
+            raise ValueError(
+                f"{what} needs frame times, and frames from a {self.kind} have none; "
+                f"use stride / start (frame counts) instead"
+            )
+        self.realtime = bool(self.realtime if realtime is None else realtime)
+        if self._length is not None and self.start >= self._length:
+            raise FrameError(f"start={self.start} but the {self.kind} has {self._length} frames")
 
     # -- construction ------------------------------------------------------------------------
 
@@ -425,7 +489,15 @@ class FrameSource:
         if isinstance(source, FrameSource):
             source = iter(source)
         if isinstance(source, (str, os.PathLike)):
-            self._setup_path(Path(source))
+            text = os.fspath(source)
+            if text == "-":
+                self._setup_pipe(None, "standard input")
+            elif self._format is not None or _streams.is_url(text) or (
+                isinstance(source, str) and text.startswith("/dev/") and _streams.is_device(text)
+            ):
+                self._setup_av(text)
+            else:
+                self._setup_path(Path(source))
         elif isinstance(source, (np.ndarray, torch.Tensor)):
             self._setup_array(source)
         elif isinstance(source, (list, tuple)):
@@ -434,34 +506,39 @@ class FrameSource:
                 raise FrameError("the list of frames is empty")
             self.kind = "list"
             self._length = len(items)
-            self._factory = lambda: (self._load_item(i, x) for i, x in enumerate(items))
+            self._factory = lambda: (self._list_item(i, x) for i, x in enumerate(items))
         elif isinstance(source, (bytes, bytearray)):
             raise TypeError("frames cannot be read from raw bytes; pass a path, an array or a list of them")
+        elif hasattr(source, "read"):
+            self._setup_pipe(source, getattr(source, "name", None) or "the stream")
         elif isinstance(source, Iterable):
             self.kind = "stream"
             self._one_shot = iter(source) is source
-            self._factory = lambda: (self._load_item(i, x) for i, x in enumerate(source))
+            self._factory = lambda: (self._list_item(i, x) for i, x in enumerate(source))
         else:
             raise TypeError(
                 f"cannot read frames from {type(source).__name__}: pass a folder, a video file, "
-                f"a list of image paths or arrays, a (T, H, W, 3) uint8 array, or an iterable of frames"
+                f"a stream URL, a list of image paths or arrays, a (T, H, W, 3) uint8 array, or an "
+                f"iterable of frames"
             )
 
     def _setup_path(self, path: Path) -> None:
         if not path.exists():
-            raise FileNotFoundError(f"frame source not found: {path}")
+            raise FileNotFoundError(2, "No such file or directory", str(path))
         if path.is_dir():
             files = list_image_files(path)
             self.kind = "folder"
             self._length = len(files)
             self.names = [f.name for f in files]
-            self._factory = lambda: (Frame(f.name, self._decode(f)) for f in files)
+            self._factory = lambda: (
+                SourceItem(i, f.name, None, (lambda f=f: self._decode(f))) for i, f in enumerate(files)
+            )
             return
         ext = path.suffix.lower()
         if ext in IMAGE_EXTENSIONS:
             self.kind = "image"
             self._length = 1
-            self._factory = lambda: iter([Frame(path.name, self._decode(path))])
+            self._factory = lambda: iter([SourceItem(0, path.name, None, lambda: self._decode(path))])
         elif ext in _GIF_EXTENSIONS:
             self.kind = "gif"
             from PIL import Image
@@ -469,21 +546,73 @@ class FrameSource:
             try:
                 with Image.open(path) as img:
                     self._length = int(getattr(img, "n_frames", 1))
+                    self.fps = 1000.0 / _gif_duration(img.info)
             except (OSError, ValueError, SyntaxError) as exc:
                 raise FrameError(f"cannot read animated image {path}: {exc}") from exc
+            self._timestamps = True
             self._factory = lambda: _iter_gif(path)
         elif ext in VIDEO_EXTENSIONS:
             self.kind = "video"
-            _import_av()  # fail early with the install hint
-            self._length_hint = _video_frame_count(path)
-            self._factory = lambda: _iter_video(path)
+            info = _streams.probe_video_file(str(path))  # fails here, with one line, on a non-video
+            self._length_hint, self.fps, self._timestamps = info.frames, info.fps, True
+            self._factory = lambda: _streams.iter_av(_streams.open_av(str(path), str(path), file=True), str(path))
         else:
             images = ", ".join(IMAGE_EXTENSIONS)
             videos = ", ".join(VIDEO_EXTENSIONS + _GIF_EXTENSIONS)
             raise FrameError(
                 f"unsupported file type {path.suffix!r} for {path}: expected a folder, "
-                f"an image ({images}) or a video ({videos})"
+                f"an image ({images}) or a video ({videos}); for other FFmpeg inputs give the format"
             )
+
+    def _setup_av(self, target: str) -> None:
+        """A network stream, a camera or an FFmpeg input: opened now (so that an unreachable
+        stream fails at once), read once."""
+        device = target.startswith("/dev/") and _streams.is_device(target)
+        fmt = self._format
+        if device and fmt is None:
+            fmt = "v4l2"
+        self.kind = "url" if _streams.is_url(target) else "device" if device else "av"
+        container = _streams.open_av(target, target, format=fmt, options=self._av_options)
+        info = _streams.stream_info(container, regular_file=os.path.isfile(target))
+        self.fps, self._length_hint, self._timestamps = info.fps, info.frames, True
+        self.live = info.live or device
+        self.realtime = device or (self.kind == "url" and info.live)
+        self._pending = container
+        self._one_shot = self.live
+        label = target
+
+        def factory() -> Iterator[SourceItem]:
+            opened, self._pending = self._pending, None
+            if opened is None:
+                opened = _streams.open_av(target, label, format=fmt, options=self._av_options)
+            return _streams.iter_av(opened, label, threads=not self.live)
+
+        self._factory = factory
+
+    def _setup_pipe(self, stream: Any, label: str) -> None:
+        """Raw RGB frames of ``size`` on a pipe, or (with ``format``) a container PyAV reads
+        from it."""
+        self.live = True
+        self._one_shot = True
+        self._timestamps = True
+        if self._format is not None:
+            self.kind = "av"
+            self._raw_size = None
+            fileobj = stream if stream is not None else _streams.stdin_binary()
+            container = _streams.open_av(fileobj, label, format=self._format, options=self._av_options)
+            self.fps = _streams.stream_info(container).fps
+            self._factory = lambda: _streams.iter_av(container, label, threads=False)
+            return
+        if self._raw_size is None:
+            raise ValueError(
+                f"frames on {label} are read as raw RGB24 frames of a given size (size=(W, H), "
+                f"--size WxH), or as a container of a given FFmpeg format (format=..., --format)"
+            )
+        self.kind = "raw"
+        w, h = self._raw_size
+        self._factory = lambda: _streams.iter_raw(
+            stream if stream is not None else _streams.stdin_binary(), w, h, label
+        )
 
     def _setup_array(self, array: Union[np.ndarray, torch.Tensor]) -> None:
         if array.ndim != 4:
@@ -496,7 +625,7 @@ class FrameSource:
         self.kind = "array"
         self._length = int(array.shape[0])
         self._factory = lambda: (
-            Frame(f"{i:06d}", to_rgb_uint8(array[i], f"frame {i}"))
+            SourceItem(i, f"{i:06d}", None, (lambda i=i: to_rgb_uint8(array[i], f"frame {i}")))
             for i in range(int(array.shape[0]))
         )
 
@@ -505,77 +634,182 @@ class FrameSource:
     def _decode(self, path: Path) -> np.ndarray:
         return read_image(path, decoder=self.decoder, exif_orientation=self.exif_orientation)
 
-    def _load_item(self, index: int, item: Any) -> Frame:
+    def _list_item(self, index: int, item: Any) -> SourceItem:
         if isinstance(item, Frame):
-            return Frame(str(item.name), to_rgb_uint8(item.image, f"frame {index} ({item.name!r})"))
+            return SourceItem(index, str(item.name), None,
+                         lambda: to_rgb_uint8(item.image, f"frame {index} ({item.name!r})"))
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if not path.is_file():
-                raise FileNotFoundError(f"frame {index}: image file not found: {path}")
-            return Frame(path.name, self._decode(path))
+                raise FileNotFoundError(2, f"frame {index}: no such image file", str(path))
+            return SourceItem(index, path.name, None, lambda: self._decode(path))
         if isinstance(item, (np.ndarray, torch.Tensor)):
-            return Frame(f"{index:06d}", to_rgb_uint8(item, f"frame {index}"))
+            return SourceItem(index, f"{index:06d}", None, lambda: to_rgb_uint8(item, f"frame {index}"))
         if type(item).__module__.startswith("PIL.") and hasattr(item, "mode"):
-            return Frame(f"{index:06d}", _pil_to_rgb(item, f"frame {index}"))
+            return SourceItem(index, f"{index:06d}", None, lambda: _pil_to_rgb(item, f"frame {index}"))
         raise FrameError(
             f"frame {index}: expected an image path or an (H, W, 3) uint8 array, got {type(item).__name__}"
         )
 
+    # -- sampling ----------------------------------------------------------------------------
+
+    def _sampled(self, items: Iterator[SourceItem]) -> Iterator[SourceItem]:
+        """``start`` / ``start_time``, then ``stride`` or ``fps`` (by timestamp)."""
+        position = 0
+        first_time: Optional[float] = None
+        last_slot: Optional[int] = None
+        for item in items:
+            if item.index < self.start:
+                continue
+            t = item.timestamp
+            if t is None and self.fps:
+                t = item.index / self.fps
+            if self.start_time is not None:
+                if t is None:
+                    raise FrameError(f"frame {item.index} has no timestamp: cannot start at {self.start_time} s")
+                if t < self.start_time - 1e-9:
+                    continue
+            if self.sample_fps is not None:
+                if t is None:
+                    raise FrameError(f"frame {item.index} has no timestamp: cannot sample at {self.sample_fps} fps")
+                if first_time is None:
+                    first_time = t
+                slot = math.floor((t - first_time) * self.sample_fps + 1e-6)
+                if last_slot is not None and slot <= last_slot:
+                    continue
+                last_slot = slot
+            else:
+                keep = position % self.stride == 0
+                position += 1
+                if not keep:
+                    continue
+            yield item
+
     # -- iteration ---------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Frame]:
+    def timed(self) -> Iterator[TimedFrame]:
+        """The frames as :class:`TimedFrame` ``(name, image, index, timestamp)``."""
         if self._one_shot:
             if self._consumed:
                 raise RuntimeError(
-                    "this FrameSource wraps a one-shot iterator (e.g. a generator) that has "
-                    "already been consumed; create a new one to read the frames again"
+                    f"this FrameSource wraps a one-shot {'stream' if self.live else 'iterator (e.g. a generator)'} "
+                    f"that has already been consumed; create a new one to read the frames again"
                 )
             self._consumed = True
-        frames = self._factory()
-        if self.check_size:
-            frames = check_frame_sizes(frames)
-        empty = True
-        for frame in frames:
-            empty = False
-            yield frame
-        if empty and self.kind == "stream":
+        items: Iterator[SourceItem] = self._sampled(self._factory())
+        reader = None
+        if self.realtime:
+            reader = self._reader = _streams.LatestFrameReader(items)
+            items = iter(reader)
+        expected: Optional[Tuple[int, int]] = None
+        first_name = ""
+        count = 0
+        try:
+            for item in items:
+                if self.max_frames is not None and count >= self.max_frames:
+                    break
+                image = item.load()
+                h, w = image.shape[:2]
+                if expected is None:
+                    expected, first_name = (h, w), item.name
+                elif self.check_size and (h, w) != expected:
+                    raise FrameError(
+                        f"frame {count} ({item.name!r}) is {_shape_str(h, w)} but the video's first "
+                        f"frame ({first_name!r}) is {_shape_str(*expected)}; all frames of a video "
+                        f"must have the same size"
+                    )
+                count += 1
+                yield TimedFrame(item.name, image, item.index, item.timestamp)
+        finally:
+            if reader is not None:
+                reader.close()
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        if count == 0 and self.kind == "stream":
             raise FrameError("the frame iterable yielded no frames")
+        if count == 0 and (self.start or self.start_time):
+            where = f"{self.start_time} s" if self.start_time else f"frame {self.start}"
+            raise FrameError(f"the {self.kind} has no frames from {where} on")
+
+    def __iter__(self) -> Iterator[Frame]:
+        for frame in self.timed():
+            yield Frame(frame.name, frame.image)
+
+    def close(self) -> None:
+        """Close a stream opened to check the source and never read, and stop a realtime
+        reader."""
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+        if self._reader is not None:
+            self._reader.close()
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped by realtime reading so far (0 unless ``realtime``)."""
+        return self._reader.dropped if self._reader is not None else 0
+
+    @property
+    def output_fps(self) -> Optional[float]:
+        """The rate of the frames this source yields, when known: the asked ``fps`` (at most the
+        source's), else the source's rate divided by ``stride``."""
+        if self.sample_fps is not None:
+            return min(self.sample_fps, self.fps) if self.fps else self.sample_fps
+        return self.fps / self.stride if self.fps else None
+
+    def _sampled_count(self, n: Optional[int]) -> Optional[int]:
+        if n is None:
+            return None
+        if self.start_time is not None or self.sample_fps is not None:
+            if self.sample_fps is None or not self.fps or self.start_time is not None:
+                return None
+            n = int(math.ceil(max(0, n - self.start) * min(1.0, self.sample_fps / self.fps)))
+        else:
+            n = -(-max(0, n - self.start) // self.stride)
+        return min(n, self.max_frames) if self.max_frames is not None else n
 
     def __len__(self) -> int:
-        if self._length is None:
+        n = self.length
+        if n is None:
             raise TypeError(
                 f"the number of frames of this {self.kind} source is not known before reading it"
             )
-        return self._length
+        return n
 
     def __length_hint__(self) -> int:
         return self.length_hint or 0
 
     @property
     def length(self) -> Optional[int]:
-        """Number of frames when known without decoding, else ``None``."""
-        return self._length
+        """Number of frames (after sampling) when known without decoding, else ``None``."""
+        if self._length is None or self.sample_fps is not None or self.start_time is not None:
+            return None
+        return self._sampled_count(self._length)
 
     @property
     def length_hint(self) -> Optional[int]:
-        """:attr:`length`, or a video container's recorded frame count (may be approximate)."""
-        return self._length if self._length is not None else self._length_hint
+        """:attr:`length`, or an estimate from a video container's recorded frame count."""
+        n = self.length
+        if n is not None:
+            return n
+        return self._sampled_count(self._length if self._length is not None else self._length_hint)
 
     def __repr__(self) -> str:
-        n = self._length if self._length is not None else "?"
+        n = self.length if self.length is not None else "?"
         return f"FrameSource(kind={self.kind!r}, frames={n})"
 
 
-def read_frames(
-    source: Any,
-    *,
-    decoder: str = "pillow",
-    exif_orientation: bool = True,
-    check_size: bool = True,
-) -> FrameSource:
+def read_frames(source: Any, **kwargs: Any) -> FrameSource:
     """Frames of a video from any supported source, as a :class:`FrameSource`.
 
-    ``for name, image in read_frames("video_dir/"): ...`` yields (H, W, 3) uint8 RGB arrays.
-    See :class:`FrameSource` and the module docstring for sources, conversions and errors.
+    ``for name, image in read_frames("video_dir/"): ...`` yields (H, W, 3) uint8 RGB arrays;
+    ``read_frames("street.mp4", fps=5)`` samples a video, ``read_frames("rtsp://...")`` reads a
+    stream, ``read_frames("-", size="640x480")`` raw frames on stdin. The keyword arguments are
+    :class:`FrameSource`'s (``decoder``, ``exif_orientation``, ``check_size``, ``stride``,
+    ``fps``, ``start``, ``start_time``, ``max_frames``, ``size``, ``format``, ``options``,
+    ``realtime``). A :class:`FrameSource` given without keyword arguments is returned as it is.
     """
-    return FrameSource(source, decoder=decoder, exif_orientation=exif_orientation, check_size=check_size)
+    if isinstance(source, FrameSource) and not kwargs:
+        return source
+    return FrameSource(source, **kwargs)

@@ -5,6 +5,8 @@
 * :mod:`.video` — :class:`VideoTracker`, the per-frame pipeline over a stream of frames
   (sliding window of features, references, heads, association, mask paste), and
   :func:`track_frames`;
+* :mod:`.stream` — :class:`TrackStream`, per-frame results of a live or long source as they
+  become ready (``model.track_stream``);
 * :mod:`.dataset` — :func:`track_dataset` / :func:`run_dataset`, every video of a benchmark
   json, resumable, in one process, under ``torchrun`` or as job-array shares;
 * :mod:`.shards` — shares, per-video part files and their merge (no torch: ``cmasktrack
@@ -19,12 +21,13 @@ _LAZY = {
     "TrackOptions": "cmasktrack.tracking.options",
     "TrackMemory": "cmasktrack.tracking.association",
     **{n: "cmasktrack.tracking.video" for n in ("VideoTracker", "reference_indices", "track_frames")},
+    "TrackStream": "cmasktrack.tracking.stream",
     **{n: "cmasktrack.tracking.dataset" for n in ("track_dataset", "run_dataset", "DatasetReport")},
     **{n: "cmasktrack.tracking.shards" for n in ("DatasetTrackingError", "VideoFailure", "merge_parts")},
 }
 
 __all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset",
-           "run_dataset", "DatasetReport", "DatasetTrackingError", "VideoFailure", "merge_parts"]
+           "run_dataset", "DatasetReport", "DatasetTrackingError", "VideoFailure", "merge_parts", "TrackStream"]
 
 
 def __getattr__(name: str) -> Any:

@@ -56,10 +56,15 @@ class VideoTracker:
     (``VideoTracker(model, num_refs=2)``). ``num_refs`` = 0 runs the heads on plain features
     (MaskTrack R-CNN); with calibration and ``num_refs`` > 0, a frame with no other frame in
     reach (a one-frame video, or the first frame when ``causal``) is its own reference.
+    ``keep_results=False`` keeps no results after returning them (an endless stream: memory
+    stays flat; :meth:`result` is then empty).
     """
 
-    def __init__(self, model: CMaskTrackRCNN, options: Optional[TrackOptions] = None, **option_kwargs: Any):
+    def __init__(self, model: CMaskTrackRCNN, options: Optional[TrackOptions] = None, *, keep_results: bool = True,
+                 **option_kwargs: Any):
         self.model = model
+        #: Keep every frame's result for :meth:`result` (off for endless streams: memory).
+        self.keep_results = keep_results
         self.config = model.config
         options = TrackOptions.build(options, **option_kwargs)
         if options.num_refs is None:
@@ -181,7 +186,8 @@ class VideoTracker:
             index=t, name=cur.name, boxes=det.boxes.float().cpu().numpy(), scores=det.scores.float().cpu().numpy(),
             labels=det.labels.cpu().numpy(), track_ids=ids[keep], masks=rles,
         )
-        self.results.append(res)
+        if self.keep_results:
+            self.results.append(res)
         self.next_to_process = t + 1
         # Drop features no later frame needs.
         while self.window and self.window[0].index < self.next_to_process - self.num_refs:
