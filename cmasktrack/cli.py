@@ -283,8 +283,6 @@ _SINGLE_INPUT_OPTIONS = ("stride", "fps", "start", "max_frames", "size", "format
 
 
 def _run_track(args: argparse.Namespace) -> int:
-    import os
-    import time
 
     if args.dataset is not None and any(getattr(args, k) is not None for k in _SINGLE_INPUT_OPTIONS):
         used = [k for k in _SINGLE_INPUT_OPTIONS if getattr(args, k) is not None]
