@@ -277,7 +277,7 @@ setup(
         "video": ["av"],
         "opencv": ["opencv-python-headless"],
         "plot": ["matplotlib"],
-        "test": ["pytest", "opencv-python-headless"],
+        "test": ["pytest", "opencv-python-headless", "matplotlib"],
     },
     entry_points={"console_scripts": ["cmasktrack=cmasktrack.cli:main"]},
     ext_modules=ext_modules,
