@@ -10,7 +10,10 @@
 
 from .association import TrackMemory
 from .dataset import track_dataset
-from .options import TrackOptions
-from .video import VideoTracker, reference_indices, track_frames
+from .options import PRECISIONS, TrackOptions
+from .video import PreparedFrame, VideoTracker, reference_indices, run_tracker, track_frames
 
-__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset"]
+__all__ = [
+    "PRECISIONS", "TrackOptions", "TrackMemory", "VideoTracker", "PreparedFrame", "reference_indices", "run_tracker",
+    "track_frames", "track_dataset",
+]
