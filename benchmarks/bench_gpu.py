@@ -20,11 +20,13 @@ In one run, on 640x360 frames (random weights, as benchmarks/bench_inference.py)
 
 Precision: fp32 = TF32 off for matmuls and cuDNN; tf32 = both on; bf16 / fp16 = autocast.
 torchvision gets them from torch.autocast and the TF32 flags; torch.compile there compiles the
-backbone + FPN (the per-frame network).  cmasktrack gets them from its own options, added in
-issue 12's phase 2: ``new_tracker(precision=...)`` and ``new_tracker(compile=True)``
-(``PRECISION_KWARG`` / ``COMPILE_KWARG`` below).  Where the installed cmasktrack has no such
-option, fp32 and tf32 are still measured (the TF32 flags are global) and the other rows say
-"not available in this build".
+backbone + FPN (the per-frame network).  cmasktrack gets them from its own tracking options
+(issue 12, phase 2): ``new_tracker(precision=...)`` (fp32 = TF32 off, tf32 = on, for the call;
+bf16 / fp16 = autocast of the backbone and the heads, the calibration float32) and
+``new_tracker(compile=<backend>)`` (backbone + FPN, RPN head, calibration and the heads);
+``PRECISION_KWARG`` / ``COMPILE_KWARG`` below.  Where an installed cmasktrack has no such option,
+fp32 and tf32 are still measured (the TF32 flags are global) and the other rows say "not
+available in this build".
 
 The runs are ordered by priority and the script watches ``--budget-s``: the compiled runs come
 last and are skipped (and say so) once the budget is spent; the 1000-frame memory run is
@@ -40,6 +42,7 @@ figure); cmasktrack with ``num_refs=0`` is that network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -192,9 +195,17 @@ def cmasktrack_model(device: torch.device, num_refs: int, size: tuple):
                       ).eval().to(device)
 
 
-def cmasktrack_options(model, precision: str, compiled: bool):
-    """(tracker kwargs, None) or (None, why the run is not possible with this build)."""
-    params = inspect.signature(model.new_tracker).parameters
+def cmasktrack_options(model, precision: str, compiled: bool, backend: str = "inductor"):
+    """(tracker kwargs, None) or (None, why the run is not possible with this build).  The
+    compiled runs pass the backend name (``compile="inductor"``, or ``"eager"`` in the smoke
+    run), like torchvision's."""
+    params = set(inspect.signature(model.new_tracker).parameters)
+    try:  # new_tracker takes the TrackOptions fields as keyword arguments
+        from cmasktrack.tracking import TrackOptions
+
+        params |= {f.name for f in dataclasses.fields(TrackOptions)}
+    except ImportError:
+        pass
     kwargs = {}
     if PRECISION_KWARG in params:
         kwargs[PRECISION_KWARG] = precision
@@ -205,7 +216,7 @@ def cmasktrack_options(model, precision: str, compiled: bool):
         if COMPILE_KWARG not in params:
             return None, (f"not available in this build (needs CMaskTrack.new_tracker({COMPILE_KWARG}=True), "
                           "issue 12 phase 2)")
-        kwargs[COMPILE_KWARG] = True
+        kwargs[COMPILE_KWARG] = backend
     return kwargs, None
 
 
@@ -298,7 +309,7 @@ def bench_models(device, frames, warm_frames, official_warm, budget: Budget, com
         tv_fps = row.get("fps")
         for name, (model, num_refs) in models.items():
             row = {"model": name, "precision": precision, "compiled": compiled}
-            kwargs, why = cmasktrack_options(model, precision, compiled)
+            kwargs, why = cmasktrack_options(model, precision, compiled, compile_backend)
             if why:
                 row["unavailable"] = why
             else:

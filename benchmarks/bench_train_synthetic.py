@@ -44,23 +44,31 @@ import torch
 VARIANTS = {"cmasktrack": True, "masktrack": False}
 
 
-def make_data(out: Path, args) -> Dict[str, Path]:
-    """Generate (or reuse) the training set, the validation split and the held-out test set."""
+def make_split(out: Path, name: str, n: int, seed: int, **kw) -> Path:
+    """Generate (or reuse) one split: ``n`` videos with ``seed`` (and the generator keyword
+    arguments ``kw``; none = the generator's defaults) in ``out/data_<name>_<n>_<seed><tag>``."""
     from cmasktrack.data.synthetic import generate
 
-    specs = [("train", args.train_videos, args.seed, dict(size=tuple(args.size))),
-             ("tune", args.tune_videos, args.seed + 500, {}),  # generator defaults
-             ("test", args.test_videos, args.seed + 1000, {})]  # generator defaults
-    paths = {}
-    for name, n, s, kw in specs:
-        tag = f"_{kw['size'][0]}x{kw['size'][1]}" if "size" in kw else "_default"
-        d = out / f"data_{name}_{n}_{s}{tag}"
-        if not (d / "annotations.json").is_file():
-            t = time.time()
-            generate(d, n, s, overwrite=True, **kw)
-            print(f"[bench] generated {name} set: {n} videos in {time.time() - t:.0f} s -> {d}", file=sys.stderr)
-        paths[name] = d
-    return paths
+    tag = f"_{kw['size'][0]}x{kw['size'][1]}" if "size" in kw else "_default"
+    d = out / f"data_{name}_{n}_{seed}{tag}"
+    if not (d / "annotations.json").is_file():
+        t = time.time()
+        generate(d, n, seed, overwrite=True, **kw)
+        print(f"[bench] generated {name} set: {n} videos in {time.time() - t:.0f} s -> {d}", file=sys.stderr)
+    return d
+
+
+def held_out_split(out: Path, test_videos: int = 20, seed: int = 0) -> Path:
+    """The held-out test set: ``test_videos`` videos, seed ``seed + 1000``, generator defaults
+    (what BENCHMARKS.md's training section and the demo model are evaluated on)."""
+    return make_split(out, "test", test_videos, seed + 1000)
+
+
+def make_data(out: Path, args) -> Dict[str, Path]:
+    """Generate (or reuse) the training set, the validation split and the held-out test set."""
+    return {"train": make_split(out, "train", args.train_videos, args.seed, size=tuple(args.size)),
+            "tune": make_split(out, "tune", args.tune_videos, args.seed + 500),  # generator defaults
+            "test": held_out_split(out, args.test_videos, args.seed)}
 
 
 def evaluate(model_dir: Path, data_dir: Path, num_refs: Optional[int] = None) -> Dict[str, Any]:

@@ -4,8 +4,9 @@
 #   2. the compiled extension: built in place (CUDA kernels for the visible GPU) when
 #      cmasktrack._C is missing, was built against another torch, or has no CUDA kernels;
 #   3. python -m cmasktrack.selftest --require-extension (full: CPU and every GPU);
+#   3b. benchmarks/bench_precision.py on the GPU (<= 90 s; GPU_CHECK_PRECISION=0 skips it);
 #   4. benchmarks/bench_gpu.py with the time that is left.
-# Everything goes under $OUT (text + json, 7 files); a summary is printed last.
+# Everything goes under $OUT (text + json, 9 files); a summary is printed last.
 #
 #   OUT=/some/dir bash benchmarks/gpu_check.sh
 #
@@ -98,6 +99,17 @@ timeout "$limit" "$PY" -m cmasktrack.selftest --require-extension ${GPU_CHECK_SE
 selftest_rc=${PIPESTATUS[0]}
 note "selftest exit status $selftest_rc (0 = all passed, 1 = a check failed, 124 = timed out)"
 
+# ---------------------------------------------------------------- 3b. what each precision changes
+# the demo clip in fp32 / tf32 / bf16 / fp16 (tracks equal? score differences) and the backbone
+# alone by precision and layout (BENCHMARKS.md, "Precision"); GPU_CHECK_PRECISION=0 skips it
+if [ "${GPU_CHECK_PRECISION:-1}" != "0" ] && [ "$(left)" -gt 240 ]; then
+  note "bench_precision (limit 90 s)"
+  # shellcheck disable=SC2086
+  timeout 90 "$PY" benchmarks/bench_precision.py --backbone-reps 3 ${GPU_CHECK_PRECISION_ARGS:-} \
+    --json "$OUT/precision.json" 2>&1 | tee "$OUT/precision.txt"
+  note "bench_precision exit status ${PIPESTATUS[0]}"
+fi
+
 # ---------------------------------------------------------------- 4. benchmark
 limit=$(($(left) - 10))
 if [ "$limit" -lt 60 ]; then
@@ -116,6 +128,8 @@ fi
   echo
   echo "==== selftest"
   sed -n '/^device /,$p' "$OUT/selftest.txt" 2>/dev/null | cut -c1-160
+  echo "==== bench_precision"
+  sed -n '/^| precision /,/^$/p' "$OUT/precision.txt" 2>/dev/null
   echo "==== bench_gpu"
   sed -n '/^summary /,$p' "$OUT/bench_gpu.txt" 2>/dev/null
 } | tee -a "$SUMMARY"

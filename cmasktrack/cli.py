@@ -236,6 +236,7 @@ def _add_track_parser(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--no-zip", action="store_true", help="with --dataset: do not write the zip")
     _add_dataset_run_options(parser)
     _add_model_options(parser)
+    _add_speed_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run_track)
 
@@ -259,6 +260,29 @@ def _add_dataset_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--verbose", action="store_true", help="a line per video from every process")
 
 
+#: TrackOptions' precisions (cmasktrack.tracking.PRECISIONS; not imported: building the parser
+#: must not import torch).
+_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """How the network runs (issue 12): precision, torch.compile, layout, fast mode, prefetching."""
+    group = parser.add_argument_group("speed")
+    group.add_argument("--precision", choices=_PRECISIONS, default=None,
+                       help="fp32 (default), tf32 (CUDA; = fp32 on the CPU), bf16 or fp16 autocast of the backbone "
+                            "and heads; the calibration, decoding, NMS and the tracker stay float32")
+    group.add_argument("--compile", action="store_true", help="torch.compile the per-frame network (slow first frames)")
+    group.add_argument("--compile-backend", default=None, metavar="NAME",
+                       help="torch.compile backend (implies --compile; default inductor)")
+    group.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                       help="channels-last backbone input (auto: with bf16 / fp16 only)")
+    group.add_argument("--share-heads", action="store_true",
+                       help="fast mode: one box / mask head pass on the references' mean calibrated features "
+                            "(not the official model; see BENCHMARKS.md, Fast mode)")
+    group.add_argument("--prefetch", type=int, default=None, metavar="N",
+                       help="frames decoded ahead in a background thread (default 2; 0 = none)")
+
+
 def _load_model(args: argparse.Namespace):
     from . import DEMO_MODEL
     from .model import CMaskTrack
@@ -276,7 +300,10 @@ def _track_options(args: argparse.Namespace):
     from .tracking.options import TrackOptions
 
     return TrackOptions.build(num_refs=args.num_refs, causal=args.causal, score_threshold=args.score_threshold,
-                              batch_refs=args.batch_refs)
+                              batch_refs=args.batch_refs, precision=args.precision,
+                              compile=args.compile_backend or (True if args.compile else None),
+                              share_heads=args.share_heads or None, prefetch=args.prefetch,
+                              channels_last={"auto": None, "on": True, "off": False}[args.channels_last])
 
 
 _SINGLE_INPUT_OPTIONS = ("stride", "fps", "start", "max_frames", "size", "format", "realtime", "vis_fps")

@@ -232,7 +232,7 @@ class CMaskTrack(CMaskTrackRCNN):
     # ------------------------------------------------------------------ inference
     def new_tracker(self, options: Optional[TrackOptions] = None, **option_kwargs: Any) -> VideoTracker:
         """A fresh per-video streaming state (``push`` frames, then ``finish``); ``options`` as
-        in :meth:`track_video` (``new_tracker(num_refs=5)`` works too)."""
+        in :meth:`track_video` (``new_tracker(num_refs=5, precision="bf16")`` works too)."""
         return VideoTracker(self, options, **option_kwargs)
 
     @torch.no_grad()
@@ -245,6 +245,11 @@ class CMaskTrack(CMaskTrackRCNN):
         causal: Optional[bool] = None,
         score_threshold: Optional[float] = None,
         batch_refs: Optional[int] = None,
+        precision: Optional[str] = None,
+        compile: Optional[Union[bool, str]] = None,
+        share_heads: Optional[bool] = None,
+        prefetch: Optional[int] = None,
+        channels_last: Optional[bool] = None,
         progress: bool = True,
     ) -> VideoResult:
         """Detect, segment and track the objects of one video.
@@ -258,14 +263,19 @@ class CMaskTrack(CMaskTrackRCNN):
         official model) reference frames before and, unless ``causal`` (default False), after
         each frame calibrate its features; 0 runs without calibration (MaskTrack R-CNN).
         ``score_threshold`` overrides the detection threshold (0.05). ``batch_refs`` caps how
-        many references are calibrated at once (memory).
+        many references are calibrated at once (memory). ``precision`` (``"fp32"``, ``"tf32"``,
+        ``"bf16"``, ``"fp16"``), ``compile`` (``torch.compile``), ``channels_last``,
+        ``share_heads`` (one box / mask head pass on the references' mean calibrated features:
+        faster, not the official model) and ``prefetch`` (frames decoded ahead in a
+        background thread) are described in :class:`~cmasktrack.tracking.TrackOptions`.
         """
         from .data.frames import read_frames
 
         if self.training:
             raise RuntimeError("track_video needs eval mode: call model.eval() first")
         options = TrackOptions.build(options, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                                     batch_refs=batch_refs)
+                                     batch_refs=batch_refs, precision=precision, compile=compile,
+                                     share_heads=share_heads, prefetch=prefetch, channels_last=channels_last)
         source = read_frames(frames)
         return track_frames(self, source, options=options, progress=progress, total=source.length_hint)
 

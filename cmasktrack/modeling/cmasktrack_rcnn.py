@@ -169,18 +169,26 @@ class CMaskTrackRCNN(nn.Module):
             return pooler.pool_shared(levels, rois)
         return pooler(levels, rois)
 
+    def box_roi_features(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """RoI features the box and track heads read (see :meth:`_pool` for the two RoI forms)."""
+        return self._pool(self.box_roi_pool, head_feats, rois)
+
+    def mask_roi_features(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """RoI features the mask head reads (see :meth:`_pool` for the two RoI forms)."""
+        return self._pool(self.mask_roi_pool, head_feats, rois)
+
     def box_outputs(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Class logits and class-specific box deltas of RoIs (see :meth:`_pool` for the two
         RoI forms) on the head features."""
-        return self.box_head(self._pool(self.box_roi_pool, head_feats, rois))
+        return self.box_head(self.box_roi_features(head_feats, rois))
 
     def mask_logits(self, head_feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """Class-specific :data:`MASK_SIZE` squared mask logits of RoIs on the head features."""
-        return self.mask_head(self._pool(self.mask_roi_pool, head_feats, rois))
+        return self.mask_head(self.mask_roi_features(head_feats, rois))
 
     def track_embeddings(self, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         """Track embeddings (K, D) of RoIs from the *plain* head levels of ``feats``."""
-        return self.track_head.embed(self._pool(self.box_roi_pool, self.head_levels(feats), rois))
+        return self.track_head.embed(self.box_roi_features(self.head_levels(feats), rois))
 
     def match_logits(self, embeds: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """(N, 1 + M) match logits of embeddings against known objects' ("new" = column 0)."""
@@ -195,14 +203,27 @@ class CMaskTrackRCNN(nn.Module):
         scale_factor: float,
         score_threshold: Optional[float] = None,
     ) -> FrameDetections:
-        """Box head on every reference row, class logits and deltas averaged over the rows,
-        then :func:`postprocess_detections`."""
-        cfg = self.config
-        copies = head_feats[0].size(0)
-        n = proposals.size(0)
+        """Box head on every reference row, then :meth:`detections_from_outputs`."""
         cls_logits, deltas = self.box_outputs(head_feats, proposals[:, :4])
-        cls_logits = cls_logits.view(copies, n, -1).mean(dim=0)
-        deltas = deltas.view(copies, n, -1).mean(dim=0)
+        return self.detections_from_outputs(proposals, cls_logits, deltas, img_shape, scale_factor, score_threshold)
+
+    def detections_from_outputs(
+        self,
+        proposals: torch.Tensor,
+        cls_logits: torch.Tensor,
+        deltas: torch.Tensor,
+        img_shape: Tuple[int, int],
+        scale_factor: float,
+        score_threshold: Optional[float] = None,
+    ) -> FrameDetections:
+        """Detections from the box head's outputs on ``proposals`` (K, 4+) repeated for each
+        reference row ((R * K, ...) rows, row-major in (reference row, proposal)): class logits
+        and deltas averaged over the rows in float32, then :func:`postprocess_detections`."""
+        cfg = self.config
+        n = proposals.size(0)
+        copies = cls_logits.size(0) // n if n else 1
+        cls_logits = cls_logits.float().view(copies, n, -1).mean(dim=0)
+        deltas = deltas.float().view(copies, n, -1).mean(dim=0)
         boxes, scores, labels = postprocess_detections(
             proposals[:, :4], cls_logits, deltas, img_shape, scale_factor,
             cfg.score_threshold if score_threshold is None else score_threshold,
@@ -219,11 +240,20 @@ class CMaskTrackRCNN(nn.Module):
         self, head_feats: Sequence[torch.Tensor], boxes_resized: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         """(N, 28, 28) mask probabilities of each box's own category; logits are averaged over
-        the reference rows before the sigmoid."""
-        copies = head_feats[0].size(0)
+        the reference rows before the sigmoid (:meth:`mask_probs_from_logits`)."""
         n = boxes_resized.size(0)
         if n == 0:
             return boxes_resized.new_zeros((0, MASK_SIZE, MASK_SIZE))
-        logits = self.mask_logits(head_feats, boxes_resized)
-        logits = logits.view(copies, n, *logits.shape[1:]).mean(dim=0)
+        return self.mask_probs_from_logits(self.mask_logits(head_feats, boxes_resized), labels)
+
+    @staticmethod
+    def mask_probs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, 28, 28) probabilities of each box's category ``labels`` (N,) from the mask head's
+        logits of the N boxes repeated for each reference row ((R * N, classes, 28, 28)):
+        averaged over the rows in float32, then the sigmoid."""
+        n = labels.size(0)
+        if n == 0:
+            return logits.new_zeros((0, MASK_SIZE, MASK_SIZE), dtype=torch.float32)
+        logits = logits.float()
+        logits = logits.view(logits.size(0) // n, n, *logits.shape[1:]).mean(dim=0)
         return logits[torch.arange(n, device=logits.device), labels].sigmoid()

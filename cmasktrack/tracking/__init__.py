@@ -18,16 +18,17 @@ Names are imported on first use (so :mod:`.shards` and :mod:`.options` load with
 from typing import Any
 
 _LAZY = {
-    "TrackOptions": "cmasktrack.tracking.options",
+    **{n: "cmasktrack.tracking.options" for n in ("TrackOptions", "PRECISIONS")},
     "TrackMemory": "cmasktrack.tracking.association",
-    **{n: "cmasktrack.tracking.video" for n in ("VideoTracker", "reference_indices", "track_frames")},
+    **{n: "cmasktrack.tracking.video"
+       for n in ("VideoTracker", "PreparedFrame", "reference_indices", "run_tracker", "track_frames")},
     "TrackStream": "cmasktrack.tracking.stream",
     **{n: "cmasktrack.tracking.dataset" for n in ("track_dataset", "run_dataset", "DatasetReport")},
     **{n: "cmasktrack.tracking.shards" for n in ("DatasetTrackingError", "VideoFailure", "merge_parts")},
 }
 
-__all__ = ["TrackOptions", "TrackMemory", "VideoTracker", "reference_indices", "track_frames", "track_dataset",
-           "run_dataset", "DatasetReport", "DatasetTrackingError", "VideoFailure", "merge_parts", "TrackStream"]
+__all__ = ["PRECISIONS", "TrackOptions", "TrackMemory", "VideoTracker", "PreparedFrame", "reference_indices",
+           "run_tracker", "track_frames", "track_dataset", "run_dataset", "DatasetReport", "DatasetTrackingError", "VideoFailure", "merge_parts", "TrackStream"]
 
 
 def __getattr__(name: str) -> Any:
