@@ -288,6 +288,10 @@ class CMaskTrack(CMaskTrackRCNN):
         causal: Optional[bool] = None,
         score_threshold: Optional[float] = None,
         batch_refs: Optional[int] = None,
+        precision: Optional[str] = None,
+        compile: Optional[Union[bool, str]] = None,
+        share_heads: Optional[bool] = None,
+        channels_last: Optional[bool] = None,
         images: bool = False,
         progress: bool = False,
     ) -> TrackStream:
@@ -309,5 +313,6 @@ class CMaskTrack(CMaskTrackRCNN):
         ``with stream.stop_on_signals(): ...`` (Ctrl-C then ends the iteration normally).
         """
         options = TrackOptions.build(options, num_refs=num_refs, causal=causal, score_threshold=score_threshold,
-                                     batch_refs=batch_refs)
+                                     batch_refs=batch_refs, precision=precision, compile=compile,
+                                     share_heads=share_heads, channels_last=channels_last)
         return TrackStream(self, frames, options, images=images, progress=progress)

@@ -135,6 +135,14 @@ def test_share_heads_equals_one_head_pass_on_the_mean_calibrated_features(tiny_m
     assert_equal_to_reference(tiny_model.track_video(tiny_frames, share_heads=True, batch_refs=1, progress=False),
                               reference_track(tiny_model, tiny_frames, 2, share_heads=True))
 
+    # the live-source path takes the same option (the stream's results are the frames of a result)
+    streamed = list(tiny_model.track_stream(tiny_frames, share_heads=True))
+    ref = reference_track(tiny_model, tiny_frames, 2, share_heads=True)
+    assert len(streamed) == len(ref)
+    for f, (boxes, scores, labels, ids, _) in zip(streamed, ref):
+        assert np.array_equal(f.boxes, boxes) and np.array_equal(f.scores, scores)
+        assert np.array_equal(f.labels, labels) and np.array_equal(f.track_ids, ids)
+
 
 # ------------------------------------------------------------------------------ precision
 
