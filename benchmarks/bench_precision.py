@@ -99,15 +99,21 @@ def mm_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def backbone_speed(device: torch.device, reps: int) -> List[Dict[str, Any]]:
+BACKBONES = {"demo": ("demo R18-FPN-64", 18, 64, (192, 320)), "r50": ("official R50-FPN", 50, 256, (384, 640))}
+
+
+def backbone_speed(device: torch.device, reps: int, models: Tuple[str, ...] = ("demo", "r50"),
+                   precisions: Tuple[str, ...] = ("fp32", "bf16", "fp16")) -> List[Dict[str, Any]]:
     """ms of the backbone + FPN per (model, precision, layout), interleaved repetitions."""
     from cmasktrack.modeling.backbone import ResNetFPN
 
     variants = [("fp32", None, False), ("fp32", None, True), ("bf16", torch.bfloat16, False),
                 ("bf16", torch.bfloat16, True), ("fp16", torch.float16, True)]
+    variants = [v for v in variants if v[0] in precisions]
+    if not variants or variants[0][:2] != ("fp32", None):
+        raise ValueError("the backbone part needs fp32 (its reference)")
     rows = []
-    for label, depth, channels, (h, w) in (("demo R18-FPN-64", 18, 64, (192, 320)),
-                                           ("official R50-FPN", 50, 256, (384, 640))):
+    for label, depth, channels, (h, w) in (BACKBONES[m] for m in models):
         torch.manual_seed(0)
         net = ResNetFPN(depth, channels).eval().to(device)
         x = torch.randn(1, 3, h, w, device=device)
@@ -167,6 +173,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--score-threshold", type=float, default=0.05)
     ap.add_argument("--runs", default=None, help="comma list of run names (default: all for the device)")
     ap.add_argument("--backbone-reps", type=int, default=5, help="repetitions of the backbone part (0: skip)")
+    ap.add_argument("--backbone-models", default="demo,r50",
+                    help="comma list of the backbone part's models: demo, r50 (default both)")
+    ap.add_argument("--backbone-precisions", default="fp32,bf16,fp16",
+                    help="comma list of the backbone part's precisions (fp32 is the reference; on CPUs without "
+                         "bf16 / fp16 units the R50 in bf16 takes minutes per repetition)")
     ap.add_argument("--compile-frames", type=int, default=0, help="frames of the compile part (0: skip)")
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compile part")
     ap.add_argument("--json", default=None, metavar="PATH")
@@ -230,11 +241,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"{r['clip_AP']:.3f} | {r['s_per_frame']:.2f} |")
     report = {"environment": env, "device": str(device), "rows": rows}
     if args.backbone_reps > 0:
-        report["mm_gflops"] = {"fp32": mm_gflops(device, torch.float32), "bf16": mm_gflops(device, torch.bfloat16)}
-        print(f"\ntorch.mm 2048^3: fp32 {report['mm_gflops']['fp32']:.0f} GFLOP/s, bf16 "
-              f"{report['mm_gflops']['bf16']:.0f} GFLOP/s", flush=True)
+        report["mm_gflops"] = {"fp32": mm_gflops(device, torch.float32)}
+        if "bf16" in args.backbone_precisions.split(","):
+            report["mm_gflops"]["bf16"] = mm_gflops(device, torch.bfloat16)
+        print("\ntorch.mm 2048^3: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in report["mm_gflops"].items()),
+              flush=True)
         print(f"backbone + FPN alone ({args.backbone_reps} interleaved repetitions, median):", flush=True)
-        report["backbone"] = backbone_speed(device, args.backbone_reps)
+        report["backbone"] = backbone_speed(device, args.backbone_reps, tuple(args.backbone_models.split(",")),
+                                            tuple(args.backbone_precisions.split(",")))
     if args.compile_frames > 0:
         print(f"\ntorch.compile of the demo model ({args.compile_frames} frames):", flush=True)
         report["compile"] = compile_gain(model, frames[:args.compile_frames], args.num_refs, args.compile_backend)

@@ -280,7 +280,7 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
                        help="fast mode: one box / mask head pass on the references' mean calibrated features "
                             "(not the official model; see BENCHMARKS.md, Fast mode)")
     group.add_argument("--prefetch", type=int, default=None, metavar="N",
-                       help="frames decoded ahead in a background thread (default 2; 0 = none)")
+                       help="frames decoded ahead in a background thread (default: 2 on CUDA, 0 on the CPU)")
 
 
 def _load_model(args: argparse.Namespace):

@@ -77,7 +77,7 @@ def test_new_options_are_validated_in_one_place():
     assert opts.precision == "bf16" and opts.compile == "eager" and opts.prefetch == 0
     defaults = TrackOptions()
     assert (defaults.precision, defaults.compile, defaults.share_heads, defaults.prefetch,
-            defaults.channels_last) == ("fp32", False, False, 2, None)
+            defaults.channels_last) == ("fp32", False, False, None, None)
     for kwargs, error, match in [
         (dict(precision="int8"), ValueError, "precision must be one of fp32, tf32, bf16, fp16; got 'int8'"),
         (dict(precision=16), TypeError, "precision must be a string"),
@@ -85,7 +85,7 @@ def test_new_options_are_validated_in_one_place():
         (dict(compile=1), TypeError, "compile must be True, False or a torch.compile backend name"),
         (dict(share_heads="yes"), TypeError, "share_heads must be True or False"),
         (dict(prefetch=-1), ValueError, "prefetch must be >= 0, got -1"),
-        (dict(prefetch=None), TypeError, "prefetch must be a whole number"),
+        (dict(prefetch=1.5), TypeError, "prefetch must be a whole number"),
         (dict(channels_last="auto"), TypeError, "channels_last must be True, False or None"),
     ]:
         with pytest.raises(error, match=match):
@@ -118,10 +118,10 @@ def test_cli_track_options():
 
 
 def test_fp32_path_equals_the_reference_loop_bit_for_bit(tiny_model, tiny_frames, reference):
-    # the default options (fp32, prefetching 2 frames ahead), no prefetching, and "tf32",
-    # which on the CPU is fp32
+    # the default options (fp32; no prefetching on the CPU), prefetching 2 frames ahead, and
+    # "tf32", which on the CPU is fp32
     assert_equal_to_reference(tiny_model.track_video(tiny_frames, progress=False), reference)
-    assert_equal_to_reference(tiny_model.track_video(tiny_frames, precision="fp32", prefetch=0, progress=False),
+    assert_equal_to_reference(tiny_model.track_video(tiny_frames, precision="fp32", prefetch=2, progress=False),
                               reference)
     assert_equal_to_reference(tiny_model.track_video(tiny_frames, precision="tf32", progress=False), reference)
 
@@ -286,16 +286,26 @@ def test_prefetching_runs_ahead_and_gives_the_same_result(tiny_model, tiny_frame
             assert tracker.timings["prefetch_wait"] >= 0 and tracker.timings["decode"] >= 0
 
 
+def test_prefetch_default_is_two_frames_on_cuda_and_none_on_the_cpu(tiny_model):
+    assert tiny_model.new_tracker().prefetch_depth == 0  # this model is on the CPU
+    assert tiny_model.new_tracker(prefetch=3).prefetch_depth == 3
+    assert TrackOptions().prefetch_for(torch.device("cuda", 1)) == 2
+    assert TrackOptions().prefetch_for("cuda:0") == 2 and TrackOptions().prefetch_for("cpu") == 0
+    assert TrackOptions(prefetch=0).prefetch_for("cuda") == 0
+
+
 def test_prefetch_errors_reach_the_caller_and_the_thread_ends(tiny_model, tiny_frames):
     def frames():
         yield "0", tiny_frames[0]
         yield "1", tiny_frames[1]
         raise OSError("frame 2 is unreadable")
 
+    ahead = TrackOptions(prefetch=2)
     with pytest.raises(OSError, match="frame 2 is unreadable"):
-        track_frames(tiny_model, frames(), progress=False)
+        track_frames(tiny_model, frames(), options=ahead, progress=False)
     with pytest.raises(ValueError, match="frames must be"):
-        track_frames(tiny_model, [("0", tiny_frames[0]), ("1", tiny_frames[1][..., :2])], progress=False)
+        track_frames(tiny_model, [("0", tiny_frames[0]), ("1", tiny_frames[1][..., :2])], options=ahead,
+                     progress=False)
     time.sleep(0.1)
     assert not [t for t in threading.enumerate() if t.name == "cmasktrack-prefetch"]
 

@@ -50,11 +50,14 @@ class TrackOptions:
         share_heads: average the calibrated features over the references and run the box and
             mask heads once per frame instead of once per reference (the official model
             averages the heads' outputs): much faster with many references, **a departure
-            from the official model** (its AP cost is in BENCHMARKS.md, "Fast mode").
+            from the official model** (its speed is in BENCHMARKS.md, "Fast mode"; its AP cost
+            needs a model whose calibration works and is not measured yet).
         prefetch: frames decoded and preprocessed ahead in a background thread (a queue of
-            this many; pinned memory on CUDA) while the network runs; 0: none. Used by
-            :func:`~cmasktrack.tracking.track_frames` / ``track_video`` (``push`` takes frames
-            one by one).
+            this many; pinned memory on CUDA) while the network runs; 0: none; ``None``
+            (default): 2 on CUDA, 0 on the CPU (there the thread competes with the network's
+            threads for the cores: measured 6-12 % slower on a 2-core CPU, BENCHMARKS.md).
+            Used by :func:`~cmasktrack.tracking.track_frames` / ``track_video`` (``push``
+            takes frames one by one).
         channels_last: run the backbone + FPN on a channels-last input; ``None`` (auto): only
             with bf16 / fp16 (measured faster; fp32 keeps the reference layout, so its results
             stay bit-identical; ``True`` was faster in fp32 too on the CPUs measured, see
@@ -71,13 +74,13 @@ class TrackOptions:
     precision: str = "fp32"
     compile: Union[bool, str] = False
     share_heads: bool = False
-    prefetch: int = 2
+    prefetch: Optional[int] = None
     channels_last: Optional[bool] = None
 
     def __post_init__(self) -> None:
         for name, low in (("num_refs", 0), ("batch_refs", 1), ("prefetch", 0)):
             value = getattr(self, name)
-            if value is None and name != "prefetch":
+            if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be a whole number, got {value!r}")
@@ -105,6 +108,14 @@ class TrackOptions:
             if not (math.isfinite(t) and 0.0 <= t <= 1.0):
                 raise ValueError(f"score_threshold must be in [0, 1], got {t}")
             object.__setattr__(self, "score_threshold", float(t))
+
+    def prefetch_for(self, device: Any) -> int:
+        """The prefetch depth on ``device`` (a ``torch.device`` or its name): ``prefetch``, or
+        when it is None, 2 on CUDA and 0 elsewhere."""
+        if self.prefetch is not None:
+            return self.prefetch
+        kind = getattr(device, "type", None) or str(device).split(":")[0]
+        return 2 if kind == "cuda" else 0
 
     @classmethod
     def build(cls, options: Optional["TrackOptions"] = None, **changes: Any) -> "TrackOptions":

@@ -243,6 +243,12 @@ class VideoTracker:
             self.timings[stage] += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ streaming API
+    @property
+    def prefetch_depth(self) -> int:
+        """How many frames :func:`run_tracker` decodes ahead: ``options.prefetch``, or when it
+        is None, 2 on CUDA and 0 on the CPU."""
+        return self.options.prefetch_for(self._net.device)
+
     def prepare(self, image: np.ndarray, name: Optional[str] = None) -> PreparedFrame:
         """Check and preprocess a frame (H, W, 3 uint8 RGB) for :meth:`push`. It touches no
         tracker state, so it may run in another thread, ahead of the network."""
@@ -435,14 +441,14 @@ def run_tracker(
     desc: str = "tracking",
 ) -> VideoResult:
     """Push ``(name, rgb_uint8)`` ``frames`` through ``tracker`` (decoded and preprocessed
-    ``tracker.options.prefetch`` frames ahead in a background thread), finish, and return the
+    ``tracker.prefetch_depth`` frames ahead in a background thread), finish, and return the
     result; ``tracker.timings`` then has the time of every stage."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit="frame")
-    depth = tracker.options.prefetch
+    depth = tracker.prefetch_depth
     try:
         if depth > 0:
             for frame in _prefetched(tracker, frames, depth):
