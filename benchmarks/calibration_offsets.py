@@ -5,7 +5,8 @@ Trains ``TrainConfig.preset("cpu_synthetic")`` for ``ITERS`` iterations (learnin
 75 % / 90 % of them) on the 60-video synthetic training set of ``bench_train_synthetic.py``
 (seed 0, 320x192; generated into ``--out`` once) and, at iteration 1 and every 25, prints the
 median |offset| in pixels per head level (P2-P5) for the second training frame calibrated with
-the first (model in eval mode, no gradient).
+the first, and the share of the deformable conv's samples inside the map
+(``bench_fast_mode.calibration_effect``; model in eval mode, no gradient).
 
     python benchmarks/calibration_offsets.py --out work/calibration_offsets --iters 150
 """
@@ -17,9 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -34,9 +32,9 @@ def main() -> int:
     args = ap.parse_args()
 
     import cmasktrack.train.loop as loop
+    from bench_fast_mode import calibration_effect
     from bench_train_synthetic import make_split
     from cmasktrack.train import TrainConfig, train
-    from cmasktrack.transforms import preprocess_frame
 
     out = Path(args.out)
     data = make_split(out, "train", 60, 0, size=(320, 192))
@@ -50,25 +48,21 @@ def main() -> int:
         return models[-1]
 
     loop.build_model = capture
-    frames = sorted(p for p in (data / "frames").rglob("*") if p.suffix.lower() in (".jpg", ".png"))[:2]
+    images = sorted(p for p in (data / "frames").rglob("*") if p.suffix.lower() in (".jpg", ".png"))
+    frames = [str(p) for p in images[:3]]
 
     def probe(it, losses):
         if it != 1 and it % args.every:
             return
         model = models[-1]
-        c = model.config
-        xs = [preprocess_frame(np.asarray(Image.open(p).convert("RGB")), c.image_scale, c.pixel_mean, c.pixel_std,
-                               c.size_divisor)[0] for p in frames]
         was = model.training
         model.eval()
-        with torch.no_grad():
-            feats = [model.extract_features(x[None]) for x in xs]
-            medians = [float(model.calibration.offsets(a, b).abs().median())
-                       for a, b in zip(model.head_levels(feats[1]), model.head_levels(feats[0]))]
+        levels = calibration_effect(model, frames)  # frame 1 calibrated with frame 0
         model.train(was)
         loss = sum(v for k, v in losses.items() if k.startswith("loss"))
-        print(f"iteration {it:5d}  loss {loss:6.3f}  median |offset| px: "
-              + "  ".join(f"P{i + 2} {m:8.2f}" for i, m in enumerate(medians)), flush=True)
+        print(f"iteration {it:5d}  loss {loss:6.3f}  median |offset| px (samples inside): " + "  ".join(
+            f"{e['level']} {e['median_abs_offset_px']:8.2f} ({100 * e['samples_inside']:3.0f}%)" for e in levels),
+            flush=True)
 
     t0 = time.time()
     train(cfg, data / "annotations.json", data / "frames", out / f"run_{args.iters}", progress=False, callback=probe)
