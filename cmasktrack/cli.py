@@ -260,15 +260,12 @@ def _add_dataset_run_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--verbose", action="store_true", help="a line per video from every process")
 
 
-#: TrackOptions' precisions (cmasktrack.tracking.PRECISIONS; not imported: building the parser
-#: must not import torch).
-_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-
-
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     """How the network runs (issue 12): precision, torch.compile, layout, fast mode, prefetching."""
+    from .tracking.options import PRECISIONS  # no torch: the parser is built without it
+
     group = parser.add_argument_group("speed")
-    group.add_argument("--precision", choices=_PRECISIONS, default=None,
+    group.add_argument("--precision", choices=PRECISIONS, default=None,
                        help="fp32 (default), tf32 (CUDA; = fp32 on the CPU), bf16 or fp16 autocast of the backbone "
                             "and heads; the calibration, decoding, NMS and the tracker stay float32")
     group.add_argument("--compile", action="store_true", help="torch.compile the per-frame network (slow first frames)")
