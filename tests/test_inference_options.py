@@ -101,8 +101,10 @@ def test_unknown_compile_backend_is_an_error_at_tracker_creation(tiny_model):
 def test_cli_track_options():
     from cmasktrack.tracking import PRECISIONS
 
-    assert cli._PRECISIONS == PRECISIONS
     parser = cli.build_parser()
+    track = next(a for a in parser._subparsers._group_actions[0].choices["track"]._actions
+                 if a.dest == "precision")
+    assert tuple(track.choices) == PRECISIONS
     args = parser.parse_args(["track", "in", "--out", "o.json", "--precision", "bf16", "--compile",
                               "--share-heads", "--prefetch", "0", "--channels-last", "on"])
     assert cli._track_options(args) == TrackOptions(precision="bf16", compile=True, share_heads=True, prefetch=0,
