@@ -80,7 +80,6 @@ VIDEO_EXTENSIONS: Tuple[str, ...] = (
 )
 _GIF_EXTENSIONS: Tuple[str, ...] = (".gif",)
 
-_PIP_VIDEO = "pip install cmasktrack[video]"
 
 PathLike = Union[str, "os.PathLike[str]"]
 FrameLike = Union[PathLike, np.ndarray, torch.Tensor, "Frame", Any]
@@ -697,32 +696,25 @@ class FrameSource:
                 )
             self._consumed = True
         items: Iterator[SourceItem] = self._sampled(self._factory())
-        reader = None
         if self.realtime:
-            reader = self._reader = _streams.LatestFrameReader(items)
-            items = iter(reader)
-        expected: Optional[Tuple[int, int]] = None
-        first_name = ""
+            self._reader = _streams.LatestFrameReader(items)
+            items = iter(self._reader)  # closes the reader when it ends or is closed
         count = 0
-        try:
+
+        def loaded() -> Iterator[TimedFrame]:
+            nonlocal count
+            if self.max_frames == 0:
+                return
             for item in items:
-                if self.max_frames is not None and count >= self.max_frames:
-                    break
-                image = item.load()
-                h, w = image.shape[:2]
-                if expected is None:
-                    expected, first_name = (h, w), item.name
-                elif self.check_size and (h, w) != expected:
-                    raise FrameError(
-                        f"frame {count} ({item.name!r}) is {_shape_str(h, w)} but the video's first "
-                        f"frame ({first_name!r}) is {_shape_str(*expected)}; all frames of a video "
-                        f"must have the same size"
-                    )
+                yield TimedFrame(item.name, item.load(), item.index, item.timestamp)
                 count += 1
-                yield TimedFrame(item.name, image, item.index, item.timestamp)
+                if self.max_frames is not None and count >= self.max_frames:
+                    return  # not one item more: a live source would wait for it
+
+        frames = check_frame_sizes(loaded()) if self.check_size else loaded()
+        try:
+            yield from frames
         finally:
-            if reader is not None:
-                reader.close()
             close = getattr(items, "close", None)
             if close is not None:
                 close()
