@@ -131,11 +131,11 @@ class GlobalProgress:
     process (none on the others).
 
     Each process adds its work with :meth:`update` to a counter in the process group's
-    key-value store (the ``torch.distributed`` store ``torchrun`` sets up); the main process
-    reads the sum at most every ``interval`` seconds. No collective and no thread: a process
-    that stops holds up no other. Every process must create it (in the same order as its other
-    progress counters) and :meth:`close` it; the main process's ``close`` keeps the bar going
-    until every process has closed.
+    key-value store (the ``torch.distributed`` store ``torchrun`` sets up) at most every
+    ``interval`` seconds (one round trip, not one per update); the main process shows the sum.
+    No collective and no thread: a process that stops holds up no other. Every process must
+    create it (in the same order as its other progress counters) and :meth:`close` it; the main
+    process's ``close`` keeps the bar going until every process has closed.
     """
 
     _counters = itertools.count()  # the same sequence on every process: one key per counter
@@ -145,7 +145,8 @@ class GlobalProgress:
         self.ctx = ctx
         self.interval = interval
         self._local = 0
-        self._shown = 0.0
+        self._unsent = 0  # this process's work not yet added to the store
+        self._sent = 0.0
         #: The count summed over every process when last read (exact after the main process's
         #: :meth:`close`; this process's own count without a process group).
         self.total_done = 0
@@ -170,20 +171,26 @@ class GlobalProgress:
             if self.bar is not None:
                 self.bar.update(n)
             return
-        if n:
-            self.total_done = int(self._store.add("done", n))
-        if self.bar is not None and time.monotonic() - self._shown >= self.interval:
-            self._show()
+        self._unsent += n
+        if time.monotonic() - self._sent >= self.interval:  # one store round trip per interval
+            self._send()
+            if self.bar is not None:
+                self._show()
+
+    def _send(self) -> None:
+        self.total_done = int(self._store.add("done", self._unsent))
+        self._unsent = 0
+        self._sent = time.monotonic()
 
     def _show(self) -> None:
         self.bar.n = self.total_done
         self.bar.refresh()
-        self._shown = time.monotonic()
 
     def close(self, wait: bool = True) -> None:
         """Stop counting. On the main process with ``wait``, first follow the others' work
         until every process has closed."""
         if self._store is not None:
+            self._send()
             closed = int(self._store.add("closed", 1))
             while wait and self.ctx.main and closed < self.ctx.world_size:
                 time.sleep(self.interval)

@@ -323,7 +323,7 @@ def _draw_labels(image: np.ndarray, boxes: np.ndarray, texts: List[str], colors:
         (x, y), (lw, lh) = corners[i], sizes[i]
         draw.rectangle((x, y, x + lw - 1, y + lh - 1), fill=colors[i])
         draw.text((x + pad, y + pad), fitted[i], font=font, fill=_text_color(colors[i]))
-    return np.asarray(pil).copy()
+    return np.array(pil)
 
 
 # ----------------------------------------------------------------------------------------------

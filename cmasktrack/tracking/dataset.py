@@ -198,40 +198,44 @@ def _track_video(model: Any, dataset: VISDataset, vid: int, options: TrackOption
                  on_frames: Callable[[int], None]) -> Tuple[List[Dict[str, Any]], List[Tuple[int, str]]]:
     """One video's results entries and the frames replaced by empty frames ``(frame, reason)``.
 
-    Frames are decoded as :meth:`CMaskTrack.track_video` decodes a list of paths and pushed to a
-    tracker one by one, so the entries equal ``model.track_video(paths, options).to_ytvis(vid)``.
-    An unreadable frame fails the video, or with ``skip_bad_frames`` becomes an empty frame
-    (no detections; the tracker goes on with the next readable frame).
+    Frames are decoded as :meth:`CMaskTrack.track_video` decodes a list of paths and run
+    through :func:`~cmasktrack.tracking.video.run_tracker` (prefetching as ``options`` say), so
+    the entries equal ``model.track_video(paths, options).to_ytvis(vid)``. An unreadable frame
+    fails the video, or with ``skip_bad_frames`` becomes an empty frame (no detections; the
+    tracker goes on with the next readable frame).
     """
     from ..data.frames import FrameError, read_image
     from ..video_result import VideoResult
+    from .video import run_tracker
 
     video = dataset.videos[vid]
     paths = dataset.frame_paths(vid)
     tracker = model.new_tracker(options)
     kept: List[int] = []
     skipped: List[Tuple[int, str]] = []
-    for t, path in enumerate(paths):
-        try:
-            image = read_image(path)
-        except (FileNotFoundError, FrameError) as exc:
-            reason = " ".join(str(exc).split())
-            if not skip_bad_frames:
-                raise _VideoFailed(f"frame {t}: {reason}") from exc
-            skipped.append((t, reason))
-            on_frames(1)
-            continue
-        if image.shape[:2] != (video.height, video.width):
-            raise _VideoFailed(f"frame {t} ({path}) is {image.shape[1]}x{image.shape[0]} but the annotation file "
-                               f"says {video.width}x{video.height}")
-        kept.append(t)
-        on_frames(len(tracker.push(image, path.name)))
-    if not kept:
-        raise _VideoFailed(f"no readable frame (frame 0: {skipped[0][1]})")
-    on_frames(len(tracker.finish()))
-    if not skipped:
-        result = tracker.result()
-    else:
+
+    def readable_frames():
+        for t, path in enumerate(paths):
+            try:
+                image = read_image(path)
+            except (FileNotFoundError, FrameError) as exc:
+                reason = " ".join(str(exc).split())
+                if not skip_bad_frames:
+                    raise _VideoFailed(f"frame {t}: {reason}") from exc
+                skipped.append((t, reason))
+                continue
+            if image.shape[:2] != (video.height, video.width):
+                raise _VideoFailed(f"frame {t} ({path}) is {image.shape[1]}x{image.shape[0]} but the annotation "
+                                   f"file says {video.width}x{video.height}")
+            kept.append(t)
+            yield path.name, image
+        if not kept:
+            raise _VideoFailed(f"no readable frame (frame 0: {skipped[0][1]})")
+
+    # the frame source may run in the prefetch thread: progress is reported from this one
+    result = run_tracker(tracker, readable_frames(), progress=False, on_frames=on_frames)
+    if skipped:
+        on_frames(len(skipped))
         frames = [dataclasses.replace(fr, index=kept[fr.index]) for fr in tracker.results]
         frames += [_empty_frame(t, paths[t].name) for t, _ in skipped]
         frames.sort(key=lambda fr: fr.index)
@@ -346,13 +350,11 @@ def run_dataset(
     os.makedirs(directory, exist_ok=True)
     stats = ShareStats(label, len(mine), sum(lengths[v] for v in mine), threads=torch.get_num_threads(),
                        device=str(getattr(model, "device", "cpu")))
-    done, stale, broken = _earlier_parts(directory, mine, lengths, key, skip_bad_frames)
-    if resume:
-        stats.redone_parts = len(broken)
-        for message in broken if verbose or ctx.main else ():
-            warnings.warn(message, stacklevel=2)
-    else:
-        done, stale = {}, []
+    # without resume the earlier parts are not even read (they are all redone)
+    done, stale, broken = _earlier_parts(directory, mine, lengths, key, skip_bad_frames) if resume else ({}, [], [])
+    stats.redone_parts = len(broken)
+    for message in broken if verbose or ctx.main else ():
+        warnings.warn(message, stacklevel=2)
     if any_process(bool(stale) and resume, ctx):
         raise ValueError(f"{directory} holds results of another model, other tracking options or other videos "
                          f"(e.g. video {stale[0] if stale else '?'}): resume with the same model and options, pass "

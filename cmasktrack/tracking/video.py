@@ -439,22 +439,29 @@ def run_tracker(
     progress: bool = True,
     total: Optional[int] = None,
     desc: str = "tracking",
+    on_frames: Optional[Callable[[int], None]] = None,
 ) -> VideoResult:
     """Push ``(name, rgb_uint8)`` ``frames`` through ``tracker`` (decoded and preprocessed
     ``tracker.prefetch_depth`` frames ahead in a background thread), finish, and return the
-    result; ``tracker.timings`` then has the time of every stage."""
+    result; ``tracker.timings`` then has the time of every stage. ``on_frames(n)`` is called
+    with the number of frames each step finished (progress)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=desc, unit="frame")
+
+    def finished(results: List[FrameResult]) -> None:
+        if bar is not None:
+            bar.update(len(results))
+        if on_frames is not None:
+            on_frames(len(results))
+
     depth = tracker.prefetch_depth
     try:
         if depth > 0:
             for frame in _prefetched(tracker, frames, depth):
-                done = tracker.push(frame)
-                if bar is not None:
-                    bar.update(len(done))
+                finished(tracker.push(frame))
         else:
             it = iter(frames)
             while True:
@@ -464,12 +471,8 @@ def run_tracker(
                 except StopIteration:
                     break
                 tracker.timings["decode"] += time.perf_counter() - t0
-                done = tracker.push(image, name)
-                if bar is not None:
-                    bar.update(len(done))
-        done = tracker.finish()
-        if bar is not None:
-            bar.update(len(done))
+                finished(tracker.push(image, name))
+        finished(tracker.finish())
     finally:
         if bar is not None:
             bar.close()
