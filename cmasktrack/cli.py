@@ -528,12 +528,12 @@ def _run_convert(args: argparse.Namespace) -> int:
     from .model import CMaskTrack
     from .weights import WEIGHTS_NAME, load_official_state_dict
 
-    found = load_official_state_dict(args.checkpoint)
-    found = {k: v for k, v in found.items() if not k.endswith("num_batches_tracked")}
-    print(f"read {args.checkpoint}: {len(found)} tensors, {sum(v.numel() for v in found.values()) / 1e6:.1f} M "
-          f"values ({', '.join(sorted({str(v.dtype).replace('torch.', '') for v in found.values()}))})")
-    del found
-    model = CMaskTrack.from_official_checkpoint(args.checkpoint)
+    official = load_official_state_dict(args.checkpoint)  # read once: reported, then converted
+    found = [v for k, v in official.items() if not k.endswith("num_batches_tracked")]
+    print(f"read {args.checkpoint}: {len(found)} tensors, {sum(v.numel() for v in found) / 1e6:.1f} M "
+          f"values ({', '.join(sorted({str(v.dtype).replace('torch.', '') for v in found}))})")
+    model = CMaskTrack.from_official_state_dict(official, args.checkpoint)
+    del official, found
     cfg = model.config
     state = model.state_dict()
     kind = "CMaskTrack R-CNN" if cfg.calibration else "MaskTrack R-CNN"

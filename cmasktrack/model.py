@@ -199,7 +199,13 @@ class CMaskTrack(CMaskTrackRCNN):
     def from_official_checkpoint(cls, path: str, dtype: torch.dtype = torch.float32, **config_overrides: Any) -> "CMaskTrack":
         """Build the model an official ``.pth`` describes and load its weights (see
         :mod:`cmasktrack.weights`)."""
-        sd = load_official_state_dict(path)
+        return cls.from_official_state_dict(load_official_state_dict(path), path, dtype, **config_overrides)
+
+    @classmethod
+    def from_official_state_dict(cls, sd: Dict[str, torch.Tensor], path: str = "the state dict",
+                                 dtype: torch.dtype = torch.float32, **config_overrides: Any) -> "CMaskTrack":
+        """:meth:`from_official_checkpoint` on an official state dict already read
+        (:func:`~cmasktrack.weights.load_official_state_dict`); ``path`` names it in errors."""
         config = infer_config(sd, **config_overrides)
         if "track_head.fcs.0.weight" not in sd:
             raise CheckpointError(
